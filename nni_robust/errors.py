@@ -1,0 +1,35 @@
+"""Exception hierarchy of nni_robust.
+
+Every error the toolkit raises on bad input derives from :class:`NniRobustError`,
+and its message names the bad value and what would have been valid.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "NniRobustError",
+    "ConfigError",
+    "DatasetNotFoundError",
+    "ArchitectureError",
+    "CheckpointError",
+]
+
+
+class NniRobustError(Exception):
+    """Root of all nni_robust errors."""
+
+
+class ConfigError(NniRobustError, ValueError):
+    """A setting (YAML key, keyword argument, CLI flag) has a bad name or value."""
+
+
+class DatasetNotFoundError(NniRobustError, FileNotFoundError):
+    """A dataset is not in the local folder it was looked for in."""
+
+
+class ArchitectureError(NniRobustError, ValueError):
+    """An architecture description (genotype, sample, JSON) is malformed."""
+
+
+class CheckpointError(NniRobustError, RuntimeError):
+    """A checkpoint is missing, corrupt or belongs to another run."""
