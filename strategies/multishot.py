@@ -1,0 +1,240 @@
+"""Multi-shot evaluation of a topology (MSRobNet, ``msrobnet-multishot-nas.txt``).
+
+Implements Alg. 3 (MultiShotEval) and the one-shot baselines of Sec. 6.2:
+
+1. for each of the K supernets (init channels ``c_1 < ... < c_K``): activate the
+   topology, calibrate BatchNorm on the first ``calib_images`` validation images
+   (Sec. 5.1: "the first 10 batches in the validation split"), measure clean and
+   FGSM accuracy on the first half of the validation split (Sec. 5.3.4) and the
+   reward ``(1 - lam) * acc_clean + lam * acc_adv``; count the topology's FLOPs
+   in that supernet;
+2. fit the extrapolation family to the K (FLOPs, reward) points and evaluate it at
+   the target FLOPs (Eq. 3).
+
+A failed fit is reported (``fit_ok = 0``), never raised: the estimate then
+falls back to ``fallback_reward`` (default 0.0, the worst possible reward, so a
+search drops the topology; the measured one-shot rewards are still reported).
+
+The evaluator holds the supernets and the validation tensors on the device
+once; evaluating one topology touches no disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from nni_robust.attacks import build_attack
+from nni_robust.bn import calibrate_bn
+from nni_robust.checkpoint import load_checkpoint
+from nni_robust.config import check_choice
+from nni_robust.data import DatasetInfo, TensorLoader
+from nni_robust.device import resolve_device
+from nni_robust.errors import CheckpointError, ConfigError
+from nni_robust.evaluation import evaluate
+from nni_robust.flops import count_flops
+from nni_robust.reward import robust_reward
+from nni_robust.spaces.dense_rob import DenseRobArch
+
+from . import extrapolation
+from .networks import build_network
+from .settings import EvalSettings
+
+__all__ = ["MODES", "MultiShotEvaluator", "supernet_path", "flatten_result"]
+
+logger = logging.getLogger(__name__)
+
+#: ``multishot``: Alg. 3. ``oneshot``: the reward in the single (last) supernet
+#: (baseline "one-shot-rA-<c>c"). ``oneshot_per_flops``: that reward divided by the
+#: topology's FLOPs in that supernet (baseline "reward / FLOPs").
+MODES = ("multishot", "oneshot", "oneshot_per_flops")
+
+
+def supernet_path(supernet_dir: str | Path, width: int) -> Path:
+    """Where the supernet of init channels ``width`` is stored inside ``supernet_dir``."""
+    return Path(supernet_dir) / f"c{int(width)}" / "supernet.pt"
+
+
+@dataclass
+class _Supernet:
+    width: int
+    model: nn.Module
+
+
+class MultiShotEvaluator:
+    """Estimates a topology's reward at a target FLOPs from K supernets.
+
+    Args:
+        supernets: ``{init_channels: supernet}``; each supernet exposes
+            ``set_arch(arch)`` (see :class:`nni_robust.spaces.dense_rob.DenseRobNetwork`).
+        val_images: validation images (N, C, H, W), uint8 or float in [0, 1].
+        val_labels: validation labels (N,).
+        info: the dataset's :class:`~nni_robust.data.DatasetInfo`.
+        settings: evaluation settings (calibration, attack, lambda).
+        target_flops: target capacity C_T in MFLOPs (paper: 1000, 1560, 2000).
+        family: extrapolation family name (see :data:`extrapolation.FAMILIES`).
+        mode: one of :data:`MODES`.
+        all_families: also report the estimate of every family (cheap; used for
+            the function-family selection of Alg. 2).
+        fallback_reward: the estimate reported when the fit fails.
+        device: where to evaluate.
+    """
+
+    def __init__(self, supernets: Mapping[int, nn.Module], val_images: torch.Tensor,
+                 val_labels: torch.Tensor, info: DatasetInfo, *, settings: EvalSettings,
+                 target_flops: float, family: str = "log_power", mode: str = "multishot",
+                 all_families: bool = True, fallback_reward: float = 0.0,
+                 device: str | torch.device = "auto") -> None:
+        check_choice("mode", mode, MODES)
+        if family not in extrapolation.FAMILIES:
+            raise ConfigError(f"family must be one of {sorted(extrapolation.FAMILIES)}, but got {family!r}.")
+        if not supernets:
+            raise ConfigError("MultiShotEvaluator needs at least one supernet, got none.")
+        if mode == "multishot" and len(supernets) < 2:
+            raise ConfigError(f"multi-shot evaluation needs K >= 2 supernets, got widths {sorted(supernets)}.")
+        if not target_flops or target_flops <= 0:
+            raise ConfigError(f"target_flops must be a positive number of MFLOPs, but got {target_flops!r}.")
+        self.device = resolve_device(device)
+        self.settings = settings
+        self.info = info
+        self.target_flops = float(target_flops)
+        self.family = family
+        self.mode = mode
+        self.all_families = all_families
+        self.fallback_reward = float(fallback_reward)
+        self.supernets = [_Supernet(w, m.to(self.device).eval()) for w, m in sorted(supernets.items())]
+
+        n_val = int(val_labels.shape[0])
+        n_eval = settings.eval_images if settings.eval_images is not None else max(1, n_val // 2)
+        n_calib = settings.calib_images
+        if n_eval > n_val or n_calib > n_val:
+            raise ConfigError(
+                f"evaluation needs eval_images={n_eval} and calib_images={n_calib} images, but the "
+                f"validation split of {info.name!r} has only {n_val}.")
+        # Paper Sec. 5.1 / 5.3.4: calibrate on the first batches of the validation
+        # split, reward on its first half.
+        self._calib = TensorLoader(val_images[:n_calib], val_labels[:n_calib],
+                                   batch_size=settings.calib_batch_size, shuffle=False,
+                                   augment=False, device=self.device)
+        self._eval = TensorLoader(val_images[:n_eval], val_labels[:n_eval],
+                                  batch_size=settings.batch_size, shuffle=False,
+                                  augment=False, device=self.device)
+        step = settings.step if settings.step is not None else settings.eps
+        if settings.attack == "fgsm":
+            self._attack = build_attack("fgsm", eps=settings.eps, step=step, random_start=False,
+                                        autocast=settings.autocast)
+        else:
+            self._attack = build_attack("pgd", eps=settings.eps, step=step, steps=settings.steps,
+                                        random_start=True, autocast=settings.autocast)
+        self._input_size = (info.channels, info.size, info.size)
+
+    @classmethod
+    def from_dir(cls, supernet_dir: str | Path, widths: Sequence[int], val_images: torch.Tensor,
+                 val_labels: torch.Tensor, info: DatasetInfo, *, space: Mapping[str, Any],
+                 device: str | torch.device = "auto", **kwargs: Any) -> "MultiShotEvaluator":
+        """Load the supernets ``supernet_dir/c<width>/supernet.pt`` written by supernet training."""
+        supernets = {}
+        for width in widths:
+            path = supernet_path(supernet_dir, width)
+            if not path.exists():
+                found = sorted(p.parent.name for p in Path(supernet_dir).glob("c*/supernet.pt"))
+                raise CheckpointError(
+                    f"No supernet of width {width} at {path}. Supernets found in "
+                    f"{supernet_dir}: {found or 'none'}. Train it first (task 'supernet') or fix 'widths'.")
+            state = load_checkpoint(path)
+            model = build_network(None, width=int(width), info=info, space=space)
+            model.load_state_dict(state["model"])
+            supernets[int(width)] = model
+        return cls(supernets, val_images, val_labels, info, device=device, **kwargs)
+
+    @property
+    def widths(self) -> list[int]:
+        return [s.width for s in self.supernets]
+
+    def one_shot(self, arch: DenseRobArch) -> list[dict[str, float]]:
+        """Per-supernet one-shot measures of ``arch``: width, MFLOPs, clean/adv accuracy, reward."""
+        out = []
+        for sn in self.supernets:
+            sn.model.set_arch(arch)
+            mflops = count_flops(sn.model, self._input_size) / 1e6
+            calibrate_bn(sn.model, self._calib, device=self.device)
+            acc = evaluate(sn.model, self._eval, {"clean": None, "adv": self._attack},
+                           device=self.device, autocast=self.settings.autocast)
+            out.append({"width": sn.width, "mflops": mflops, "acc_clean": acc["clean"],
+                        "acc_adv": acc["adv"],
+                        "reward": float(robust_reward(acc["clean"], acc["adv"], self.settings.lam))})
+        return out
+
+    def evaluate(self, arch: DenseRobArch) -> dict[str, Any]:
+        """Alg. 3: the estimated reward of ``arch`` at the target FLOPs, with all measures."""
+        start = time.perf_counter()
+        per = self.one_shot(arch)
+        flops = [p["mflops"] for p in per]
+        rewards = [p["reward"] for p in per]
+        result: dict[str, Any] = {"mode": self.mode, "target_mflops": self.target_flops,
+                                  "supernets": per, "family": self.family}
+        if self.mode == "multishot":
+            estimate, fit = extrapolation.extrapolate(self.family, flops, rewards, self.target_flops)
+            result["fit"] = {"ok": fit.ok and estimate is not None and math.isfinite(estimate),
+                             "params": [float(p) for p in fit.params], "message": fit.message,
+                             "rmse": _finite_or_none(fit.rmse)}
+            if not result["fit"]["ok"]:
+                logger.warning("Fit of family %s failed for %s: %s", self.family, arch, fit.message)
+                estimate = self.fallback_reward
+            result["estimate"] = float(estimate)
+            if self.all_families:
+                estimates = {}
+                for name in extrapolation.FAMILIES:
+                    est, f = extrapolation.extrapolate(name, flops, rewards, self.target_flops)
+                    estimates[name] = est if (f.ok and est is not None and math.isfinite(est)) else None
+                result["estimates"] = estimates
+        elif self.mode == "oneshot":
+            result["estimate"] = rewards[-1]
+        else:
+            result["estimate"] = rewards[-1] / flops[-1]
+        result["seconds"] = time.perf_counter() - start
+        return result
+
+
+def _finite_or_none(x: Any) -> float | None:
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def flatten_result(result: Mapping[str, Any]) -> dict[str, float]:
+    """The NNI final-result dict of a multi-shot evaluation: ``default`` plus flat numeric keys.
+
+    NNI's web UI shows numeric metrics; nested lists would show as text. Keys:
+    ``default`` (the estimate), ``reward_c<w>``, ``acc_clean_c<w>``, ``acc_adv_c<w>``,
+    ``mflops_c<w>`` per supernet width, ``fit_ok``, ``fit_rmse``, ``fit_p<i>``,
+    ``est_<family>`` (families whose fit succeeded), ``target_mflops``, ``seconds``.
+    """
+    flat: dict[str, float] = {"default": float(result["estimate"]),
+                              "target_mflops": float(result["target_mflops"]),
+                              "seconds": float(result.get("seconds", 0.0))}
+    for p in result["supernets"]:
+        w = p["width"]
+        for key in ("reward", "acc_clean", "acc_adv", "mflops"):
+            flat[f"{key}_c{w}"] = float(p[key])
+    fit = result.get("fit")
+    if fit is not None:
+        flat["fit_ok"] = 1.0 if fit["ok"] else 0.0
+        if fit.get("rmse") is not None:
+            flat["fit_rmse"] = float(fit["rmse"])
+        for i, v in enumerate(fit["params"]):
+            if math.isfinite(v):
+                flat[f"fit_p{i}"] = float(v)
+    for name, est in (result.get("estimates") or {}).items():
+        if est is not None:
+            flat[f"est_{name}"] = float(est)
+    return flat

@@ -1,0 +1,189 @@
+"""Settings every trial of a search receives, validated once in the tuner.
+
+An nnictl experiment carries these under ``tuner.classArgs.settings``; the
+bridge tuner (:mod:`nni_robust.strategies.bridge`) validates them with
+:func:`validate_settings` when the experiment starts, so a misspelt key fails
+at once with a :class:`~nni_robust.errors.ConfigError` naming it, not hours
+later inside a trial. The tuner then passes the (normalised) dict to every
+trial unchanged.
+
+Defaults are the MSRobNet paper's (Sec. 6.1.1 and App. B.2 of
+``msrobnet-multishot-nas.txt``) and the authors' code (``methods.md``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from nni_robust.config import check_choice, check_range, from_dict
+from nni_robust.data import DATASETS
+from nni_robust.errors import ConfigError
+from nni_robust.training import TrainConfig
+
+__all__ = ["EvalSettings", "FinalSettings", "TrialSettings", "validate_settings"]
+
+_EPS = 8 / 255
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """One-shot evaluation of an architecture inside a supernet (MSRobNet Sec. 5.1, 5.3.4).
+
+    Attributes:
+        calib_images: images of the validation split used for BN calibration
+            (the authors use 640 = the first 10 batches of 64).
+        calib_batch_size: batch size of the calibration forwards.
+        eval_images: images the reward is measured on. The paper uses the first
+            half of the validation split (5,000 of 10,000); ``None`` = that half.
+            The calibration images are taken from the other half, so the two
+            never overlap.
+        batch_size: evaluation batch size (memory only; no effect on results).
+        attack: ``"fgsm"`` (the paper's proxy, step = eps, no random start) or ``"pgd"``.
+        eps: l-inf budget. step: attack step (``None`` = eps for FGSM).
+        steps: PGD steps (ignored for FGSM).
+        lam: reward weight, ``lam * acc_adv + (1 - lam) * acc_clean``.
+        autocast: bf16 autocast for the evaluation forwards (GPU).
+    """
+
+    calib_images: int = 640
+    calib_batch_size: int = 64
+    eval_images: int | None = None
+    batch_size: int = 500
+    attack: str = "fgsm"
+    eps: float = _EPS
+    step: float | None = None
+    steps: int = 7
+    lam: float = 0.5
+    autocast: bool = False
+
+    def __post_init__(self) -> None:
+        check_range("evaluation.calib_images", self.calib_images, 1)
+        check_range("evaluation.calib_batch_size", self.calib_batch_size, 1)
+        if self.eval_images is not None:
+            check_range("evaluation.eval_images", self.eval_images, 1)
+        check_range("evaluation.batch_size", self.batch_size, 1)
+        check_choice("evaluation.attack", self.attack, ("fgsm", "pgd"))
+        check_range("evaluation.eps", self.eps, 0.0, 1.0)
+        if self.step is not None:
+            check_range("evaluation.step", self.step, 0.0, 1.0, low_open=True)
+        check_range("evaluation.steps", self.steps, 1)
+        check_range("evaluation.lam", self.lam, 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class FinalSettings:
+    """Final training and evaluation of the discovered topology (MSRobNet Eq. 2, App. B.2).
+
+    Attributes:
+        train: adversarial training settings (defaults: App. B.2 for CIFAR).
+        attacks: the evaluation attacks, names mapped to settings; the defaults
+            are the paper's table columns (clean is always measured).
+        eval_images: test images to evaluate on (``None`` = all).
+        eval_batch_size: batch size of the evaluation.
+    """
+
+    train: TrainConfig = field(default_factory=lambda: TrainConfig.final_defaults())
+    attacks: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: {
+        "fgsm": {"name": "fgsm", "eps": _EPS},
+        "pgd7": {"name": "pgd", "eps": _EPS, "step": 2 / 255, "steps": 7},
+        "pgd20": {"name": "pgd", "eps": _EPS, "step": 2 / 255, "steps": 20},
+        "pgd100": {"name": "pgd", "eps": _EPS, "step": 2 / 255, "steps": 100},
+    })
+    eval_images: int | None = None
+    eval_batch_size: int = 500
+
+    def __post_init__(self) -> None:
+        if isinstance(self.train, Mapping):
+            object.__setattr__(self, "train", TrainConfig.final_defaults(**dict(self.train)))
+        for name, spec in self.attacks.items():
+            if not isinstance(spec, Mapping) or "name" not in spec:
+                raise ConfigError(
+                    f"final.attacks.{name} must be a mapping with a 'name' key "
+                    f"('fgsm' or 'pgd') and its settings, but got {spec!r}.")
+        if self.eval_images is not None:
+            check_range("final.eval_images", self.eval_images, 1)
+        check_range("final.eval_batch_size", self.eval_batch_size, 1)
+
+
+@dataclass(frozen=True)
+class TrialSettings:
+    """Everything a trial of a search needs besides its own task.
+
+    Attributes:
+        dataset: one of :data:`nni_robust.data.DATASETS`.
+        data_root: folder the dataset lives in (``None``: ``$NNI_ROBUST_DATA``
+            or ``~/.cache/nni_robust/data``).
+        val_fraction: validation share of the search split (paper: 0.2).
+        seed: seed of the data split and of training.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        num_workers: unused by the in-memory loader; kept for symmetry with
+            torchvision-style pipelines (must be 0).
+        space: keyword arguments of the search space's network other than the
+            architecture and width (e.g. ``{"layout": "cellwise"}``).
+        supernet: adversarial training of each supernet (paper Sec. 6.1.1:
+            400 epochs, batch 64, SGD 0.05 cosine, wd 1e-4, PGD-7 8/255 2/255).
+        evaluation: one-shot evaluation settings.
+        final: final training and evaluation settings.
+    """
+
+    dataset: str = "cifar10"
+    data_root: str | None = None
+    val_fraction: float = 0.2
+    seed: int = 0
+    device: str = "auto"
+    num_workers: int = 0
+    space: Mapping[str, Any] = field(default_factory=lambda: {"layout": "cellwise"})
+    supernet: TrainConfig = field(default_factory=TrainConfig)
+    evaluation: EvalSettings = field(default_factory=EvalSettings)
+    final: FinalSettings = field(default_factory=FinalSettings)
+
+    def __post_init__(self) -> None:
+        check_choice("settings.dataset", self.dataset, tuple(DATASETS))
+        check_range("settings.val_fraction", self.val_fraction, 0.0, 1.0, low_open=True, high_open=True)
+        if self.num_workers != 0:
+            raise ConfigError(f"settings.num_workers must be 0 (data is held in memory), "
+                              f"but got {self.num_workers!r}.")
+        if not isinstance(self.space, Mapping):
+            raise ConfigError(f"settings.space must be a mapping of space arguments, but got {self.space!r}.")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> "TrialSettings":
+        """Build from a (YAML) dict; unknown keys anywhere are a :class:`ConfigError`."""
+        data = dict(data or {})
+        nested = {}
+        if "supernet" in data:
+            nested["supernet"] = TrainConfig.from_dict(data.pop("supernet") or {})
+        if "evaluation" in data:
+            nested["evaluation"] = from_dict(EvalSettings, data.pop("evaluation"), "settings.evaluation")
+        if "final" in data:
+            final = dict(data.pop("final") or {})
+            train = final.pop("train", None)
+            fin = from_dict(FinalSettings, final, "settings.final")
+            if train is not None:
+                fin = dataclasses.replace(fin, train=TrainConfig.final_defaults(**dict(train)))
+            nested["final"] = fin
+        settings = from_dict(cls, data, "settings")
+        return dataclasses.replace(settings, **nested)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict that :meth:`from_dict` turns back into an equal object."""
+        return _jsonable(dataclasses.asdict(self))
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    return obj
+
+
+def validate_settings(task_settings: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Validate the ``settings`` of a tuner's classArgs and return them normalised.
+
+    Raises:
+        ConfigError: naming the first unknown key or bad value.
+    """
+    return TrialSettings.from_dict(task_settings).to_dict()
