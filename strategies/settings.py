@@ -77,14 +77,16 @@ class FinalSettings:
     """Final training and evaluation of the discovered topology (MSRobNet Eq. 2, App. B.2).
 
     Attributes:
-        train: adversarial training settings (defaults: App. B.2 for CIFAR).
+        train: adversarial training settings: overrides of
+            :meth:`TrainConfig.final` for the settings' dataset (App. B.2:
+            110 epochs on CIFAR, 50 on SVHN); resolved by :class:`TrialSettings`.
         attacks: the evaluation attacks, names mapped to settings; the defaults
             are the paper's table columns (clean is always measured).
         eval_images: test images to evaluate on (``None`` = all).
         eval_batch_size: batch size of the evaluation.
     """
 
-    train: TrainConfig = field(default_factory=lambda: TrainConfig.final_defaults())
+    train: TrainConfig | Mapping[str, Any] | None = None
     attacks: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: {
         "fgsm": {"name": "fgsm", "eps": _EPS},
         "pgd7": {"name": "pgd", "eps": _EPS, "step": 2 / 255, "steps": 7},
@@ -95,8 +97,8 @@ class FinalSettings:
     eval_batch_size: int = 500
 
     def __post_init__(self) -> None:
-        if isinstance(self.train, Mapping):
-            object.__setattr__(self, "train", TrainConfig.final_defaults(**dict(self.train)))
+        if self.train is not None and not isinstance(self.train, (TrainConfig, Mapping)):
+            raise ConfigError(f"final.train must be a mapping of training settings, but got {self.train!r}.")
         for name, spec in self.attacks.items():
             if not isinstance(spec, Mapping) or "name" not in spec:
                 raise ConfigError(
@@ -147,6 +149,14 @@ class TrialSettings:
                               f"but got {self.num_workers!r}.")
         if not isinstance(self.space, Mapping):
             raise ConfigError(f"settings.space must be a mapping of space arguments, but got {self.space!r}.")
+        train = self.final.train
+        if not isinstance(train, TrainConfig):  # resolve the dataset's App. B.2 defaults
+            from nni_robust.config import check_keys
+
+            overrides = dict(train or {})
+            check_keys(overrides, [f.name for f in dataclasses.fields(TrainConfig)], "settings.final.train")
+            resolved = TrainConfig.final(self.dataset if self.dataset != "digits" else "cifar10", **overrides)
+            object.__setattr__(self, "final", dataclasses.replace(self.final, train=resolved))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> "TrialSettings":
@@ -158,18 +168,17 @@ class TrialSettings:
         if "evaluation" in data:
             nested["evaluation"] = from_dict(EvalSettings, data.pop("evaluation"), "settings.evaluation")
         if "final" in data:
-            final = dict(data.pop("final") or {})
-            train = final.pop("train", None)
-            fin = from_dict(FinalSettings, final, "settings.final")
-            if train is not None:
-                fin = dataclasses.replace(fin, train=TrainConfig.final_defaults(**dict(train)))
-            nested["final"] = fin
+            nested["final"] = from_dict(FinalSettings, data.pop("final"), "settings.final")
         settings = from_dict(cls, data, "settings")
         return dataclasses.replace(settings, **nested)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict that :meth:`from_dict` turns back into an equal object."""
         return _jsonable(dataclasses.asdict(self))
+
+    def replace(self, **changes: Any) -> "TrialSettings":
+        """A copy with ``changes`` applied (validated)."""
+        return dataclasses.replace(self, **changes)
 
 
 def _jsonable(obj: Any) -> Any:

@@ -1,0 +1,380 @@
+"""The whole multi-shot search of MSRobNet as one NNI strategy (Alg. 1 of
+``msrobnet-multishot-nas.txt``).
+
+Stages, each a batch of NNI trials sent through the bridge tuner
+(:mod:`nni_robust.strategies.bridge`):
+
+1. **Supernets** (Alg. 1 lines 2-9): one ``supernet`` trial per width whose
+   supernet is not already in ``supernet_dir``.
+2. **Random topologies** (Alg. 2 line 1, Alg. 1 line 12): ``num_random``
+   topologies drawn uniformly, each a multi-shot ``evaluate`` trial.
+3. **Function-family selection** (Alg. 2, App. A): when ``family="auto"``, the
+   leave-one-out Spearman correlations of the 7 families over those topologies
+   pick the family (the smallest supernet excluded), written as a report
+   (table and plot) to ``work_dir/family_selection``; the random topologies'
+   estimates are re-read under the chosen family (each trial reports every
+   family's estimate).
+4. **Search**: tournament evolution (Alg. 1 lines 11-18; population 100,
+   tournament 10, 200 steps) seeded with the best of the random topologies.
+   The paper's one-shot baselines run the same search with ``mode="oneshot"``
+   (reward in the one supernet of ``widths``) or ``"oneshot_per_flops"``.
+5. **Export**: the best topology to ``work_dir/best_architecture.json``.
+6. **Final** (optional, ``final=True``): one ``final`` trial that widens the
+   topology to the target FLOPs (Eq. 2), trains and evaluates it (App. B.2).
+
+The strategy is resumable: :meth:`state_dict` holds the stage, every finished
+evaluation and the evolution's own state.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+from nni.nas.execution import ExecutionEngine
+from nni.nas.space import ExecutableModelSpace, ModelStatus
+from nni.nas.strategy.base import Strategy
+
+from nni_robust.config import check_choice
+from nni_robust.errors import ConfigError, NniRobustError
+
+from . import extrapolation
+from .bridge import TrialTask, task_model
+from .evolution import TournamentEvolution
+from .multishot import MODES, supernet_path
+
+__all__ = ["MultiShotSearch", "export_best"]
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("supernets", "random", "family", "search", "export", "final", "done")
+
+
+class _TaskEngine:
+    """Engine view that attaches one :class:`TrialTask` to every model submitted through it."""
+
+    def __init__(self, engine: ExecutionEngine, task: TrialTask) -> None:
+        self._engine = engine
+        self._task = task
+
+    def submit_models(self, *models: ExecutableModelSpace) -> None:
+        for m in models:
+            m.trial_task = self._task
+        self._engine.submit_models(*models)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine, name)
+
+
+class MultiShotSearch(Strategy):
+    """Multi-shot NAS for adversarial robustness (MSRobNet Alg. 1), evolutionary controller.
+
+    Args:
+        widths: supernet init channels (paper: 12, 24, 30, 36, 40, 44, 54, 64).
+        target_mflops: targeted capacity C_T in MFLOPs (paper: 1000, 1560, 2000).
+        family: extrapolation family name, or ``"auto"`` to select it by
+            leave-one-out correlation (Alg. 2) over the random topologies.
+        mode: ``multishot`` (Alg. 3), or a one-shot baseline (see :data:`MODES`).
+        supernet_dir: folder of trained supernets ``c<width>/supernet.pt``;
+            missing ones are trained first (default ``<work_dir>/supernets``).
+        num_random: N random topologies (paper: 200).
+        population: evolution population pi (100).
+        tournament: tournament size mu (10).
+        steps: evolution steps T_e (200).
+        exclude_smallest: leave the smallest supernet out of the LOO mean (App. A).
+        final: train and evaluate the best topology at the target FLOPs at the end.
+        final_init_channels: use this width for the final network instead of Eq. 2.
+        seed: seed of the topology sampling (``None``: drawn and logged).
+        work_dir: where reports and the exported architecture go (default: the
+            bridge engine's ``work_dir``).
+    """
+
+    def __init__(self, *, widths: Sequence[int] = (12, 24, 30, 36, 40, 44, 54, 64),
+                 target_mflops: float = 1560.0, family: str = "auto", mode: str = "multishot",
+                 supernet_dir: str | None = None, num_random: int = 200, population: int = 100,
+                 tournament: int = 10, steps: int = 200, exclude_smallest: bool = True,
+                 final: bool = True, final_init_channels: int | None = None,
+                 seed: int | None = None, work_dir: str | None = None) -> None:
+        super().__init__()
+        widths = [int(w) for w in widths]
+        if not widths or any(w < 1 for w in widths) or len(set(widths)) != len(widths):
+            raise ConfigError(f"widths must be distinct positive integers, but got {list(widths)!r}.")
+        check_choice("mode", mode, MODES)
+        if mode == "multishot" and len(widths) < 2:
+            raise ConfigError(f"mode 'multishot' needs at least 2 widths, but got {widths}.")
+        if mode != "multishot" and len(widths) != 1:
+            raise ConfigError(f"mode {mode!r} (one-shot baseline) needs exactly 1 width, but got {widths}.")
+        if family != "auto" and family not in extrapolation.FAMILIES:
+            raise ConfigError(f"family must be 'auto' or one of {sorted(extrapolation.FAMILIES)}, "
+                              f"but got {family!r}.")
+        if not (isinstance(target_mflops, (int, float)) and target_mflops > 0):
+            raise ConfigError(f"target_mflops must be a positive number, but got {target_mflops!r}.")
+        for name, value, low in (("num_random", num_random, 1), ("population", population, 2),
+                                 ("tournament", tournament, 1), ("steps", steps, 0)):
+            if not isinstance(value, int) or value < low:
+                raise ConfigError(f"{name} must be an integer >= {low}, but got {value!r}.")
+        if tournament > population:
+            raise ConfigError(f"tournament ({tournament}) must not exceed population ({population}).")
+        if family == "auto" and mode == "multishot" and len(widths) < 3:
+            raise ConfigError(f"family 'auto' (leave-one-out selection) needs at least 3 widths, got {widths}.")
+        self.widths = sorted(widths)
+        self.target_mflops = float(target_mflops)
+        self.family_arg = family
+        self.mode = mode
+        self.supernet_dir = supernet_dir
+        self.num_random = num_random
+        self.population = population
+        self.tournament = tournament
+        self.steps = steps
+        self.exclude_smallest = exclude_smallest
+        self.final = final
+        self.final_init_channels = final_init_channels
+        if seed is None:
+            seed = random.SystemRandom().randrange(2 ** 31)
+            logger.info("MultiShotSearch seed drawn: %d", seed)
+        self.seed = int(seed)
+        self.work_dir_arg = work_dir
+        self._rng = random.Random(self.seed)
+        self._stage = STAGES[0]
+        self._family = family if family != "auto" else None
+        self._records: list[dict[str, Any]] = []  # finished evaluations: sample + full result
+        self._evo_state: dict[str, Any] | None = None
+        self._final_result: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def work_dir(self) -> Path:
+        base = self.work_dir_arg or getattr(self.engine, "work_dir", None)
+        if base is None:
+            raise NniRobustError("MultiShotSearch needs a work_dir (argument, or the bridge engine's).")
+        path = Path(base)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @property
+    def supernets(self) -> Path:
+        return Path(self.supernet_dir) if self.supernet_dir else self.work_dir / "supernets"
+
+    @property
+    def family(self) -> str:
+        return self._family or "log_power"
+
+    def _eval_task(self) -> TrialTask:
+        return TrialTask("evaluate", {"widths": self.widths, "target_mflops": self.target_mflops,
+                                      "family": self.family, "mode": self.mode,
+                                      "supernet_dir": str(self.supernets)})
+
+    def _run_jobs(self, models: list[ExecutableModelSpace]) -> list[ExecutableModelSpace]:
+        """Submit ``models`` as workers free up; return them when all have finished."""
+        pending = list(models)
+        running: list[ExecutableModelSpace] = []
+        while pending or running:
+            while pending and self.engine.idle_worker_available():
+                m = pending.pop(0)
+                self.engine.submit_models(m)
+                running.append(m)
+            running = [m for m in running if m.status not in (ModelStatus.Trained, ModelStatus.Failed,
+                                                              ModelStatus.Interrupted)]
+            if pending or running:
+                time.sleep(0.05)
+        return models
+
+    def _random_sample(self) -> dict[str, Any]:
+        return {label: self._rng.choice(list(m.values))
+                for label, m in sorted(self.model_space.simplify().items())}
+
+    # ------------------------------------------------------------------ stages
+    def _run(self) -> None:
+        while self._stage != "done":
+            logger.info("MultiShotSearch: stage %s", self._stage)
+            getattr(self, f"_stage_{self._stage}")()
+            self._stage = STAGES[STAGES.index(self._stage) + 1]
+
+    def _stage_supernets(self) -> None:
+        missing = [w for w in self.widths if not supernet_path(self.supernets, w).exists()]
+        if not missing:
+            return
+        jobs = [task_model(TrialTask("supernet", {"width": w, "supernet_dir": str(self.supernets)}))
+                for w in missing]
+        self._run_jobs(jobs)
+        failed = [w for w, m in zip(missing, jobs) if m.status != ModelStatus.Trained]
+        if failed:
+            raise NniRobustError(f"Supernet training failed for widths {failed}; see those trials' logs. "
+                                 f"Finished supernets stay in {self.supernets}.")
+
+    def _stage_random(self) -> None:
+        done = {json.dumps(r["sample"], sort_keys=True) for r in self._records}
+        samples = []
+        while len(samples) + len(self._records) < self.num_random:
+            s = self._random_sample()
+            key = json.dumps(s, sort_keys=True)
+            if key not in done:
+                done.add(key)
+                samples.append(s)
+        task = self._eval_task()
+        models = []
+        for s in samples:
+            m = self.model_space.freeze(s)
+            m.trial_task = task
+            models.append(m)
+        self._run_jobs(models)
+        for s, m in zip(samples, models):
+            self._record(s, m)
+
+    def _record(self, sample: Mapping[str, Any], model: ExecutableModelSpace) -> None:
+        result = getattr(model, "final_result", None)
+        if model.status != ModelStatus.Trained or not isinstance(result, Mapping):
+            logger.warning("Evaluation of %s failed; it is left out.", sample)
+            return
+        self._records.append({"sample": dict(sample), "result": dict(result)})
+
+    def _stage_family(self) -> None:
+        if self.mode != "multishot" or self._family is not None:
+            return
+        flops, rewards = self._matrix(self._records)
+        if flops.shape[0] < 3:
+            raise NniRobustError(f"Function-family selection needs >= 3 evaluated topologies, got {flops.shape[0]}.")
+        selection = extrapolation.loo_selection(flops, rewards, exclude=(0,) if self.exclude_smallest else ())
+        extrapolation.write_report(selection, self.work_dir / "family_selection", flops=flops, rewards=rewards)
+        self._family = selection.best
+        logger.info("Selected extrapolation family: %s", self._family)
+
+    def _matrix(self, records: Iterable[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+        flops, rewards = [], []
+        for r in records:
+            res = r["result"]
+            flops.append([res[f"mflops_c{w}"] for w in self.widths])
+            rewards.append([res[f"reward_c{w}"] for w in self.widths])
+        return np.asarray(flops, dtype=float), np.asarray(rewards, dtype=float)
+
+    def _reward(self, result: Mapping[str, Any]) -> float:
+        """The record's estimate under the chosen family (0.0 when that fit failed)."""
+        if self.mode != "multishot":
+            return float(result["default"])
+        value = result.get(f"est_{self.family}")
+        return float(value) if value is not None and math.isfinite(value) else 0.0
+
+    def _stage_search(self) -> None:
+        ranked = sorted(self._records, key=lambda r: self._reward(r["result"]), reverse=True)
+        initial = [(r["sample"], self._reward(r["result"])) for r in ranked[:self.population]]
+        evo = TournamentEvolution(population_size=self.population, tournament_size=self.tournament,
+                                  num_steps=self.steps, initial_population=initial,
+                                  seed=self._rng.randrange(2 ** 31))
+        if self._evo_state is not None:
+            evo.load_state_dict(self._evo_state)
+        self._evo = evo
+        evo.initialize(self.model_space, _TaskEngine(self.engine, self._eval_task()))
+        evo.run()
+        self._evo_state = evo.state_dict()
+        for model in self.engine.list_models():
+            if getattr(model, "trial_task", None) is not None and model.trial_task.task == "evaluate":
+                sample = dict(model.sample)
+                if not any(r["sample"] == sample for r in self._records):
+                    self._record(sample, model)
+
+    def _stage_export(self) -> None:
+        best = self.best()
+        if best is None:
+            raise NniRobustError("No topology was evaluated successfully; nothing to export.")
+        record, reward = best
+        out = {"sample": record["sample"],
+               "estimate": reward, "family": self.family, "mode": self.mode,
+               "target_mflops": self.target_mflops, "widths": self.widths,
+               "one_shot": {f"c{w}": {k: record["result"].get(f"{k}_c{w}")
+                                      for k in ("reward", "acc_clean", "acc_adv", "mflops")}
+                            for w in self.widths},
+               "evaluated": len(self._records)}
+        path = self.work_dir / "best_architecture.json"
+        path.write_text(json.dumps(out, indent=2, sort_keys=True))
+        with (self.work_dir / "evaluations.jsonl").open("w") as fh:
+            for r in self._records:
+                fh.write(json.dumps({"sample": r["sample"], "reward": self._reward(r["result"]),
+                                     "result": r["result"]}, sort_keys=True) + "\n")
+        logger.info("Best topology (estimate %.4f) exported to %s", reward, path)
+
+    def _stage_final(self) -> None:
+        if not self.final:
+            return
+        best = json.loads((self.work_dir / "best_architecture.json").read_text())
+        args: dict[str, Any] = {"sample": best["sample"]}
+        if self.final_init_channels:
+            args["init_channels"] = int(self.final_init_channels)
+        else:
+            args["target_mflops"] = self.target_mflops
+        job = task_model(TrialTask("final", args))
+        self._run_jobs([job])
+        if job.status != ModelStatus.Trained:
+            raise NniRobustError("The final training trial failed; the exported architecture is in "
+                                 f"{self.work_dir / 'best_architecture.json'}.")
+        self._final_result = dict(getattr(job, "final_result", {}) or {})
+
+    # ------------------------------------------------------------------ results / state
+    def best(self) -> tuple[dict[str, Any], float] | None:
+        """The best evaluated record and its reward under the chosen family."""
+        if not self._records:
+            return None
+        record = max(self._records, key=lambda r: self._reward(r["result"]))
+        return record, self._reward(record["result"])
+
+    def state_dict(self) -> dict[str, Any]:
+        evo = getattr(self, "_evo", None)
+        return {"stage": self._stage, "family": self._family, "records": self._records,
+                "evolution": evo.state_dict() if evo is not None else self._evo_state,
+                "rng": _rng_to_json(self._rng.getstate()), "seed": self.seed,
+                "final_result": self._final_result}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        self._stage = state_dict["stage"]
+        self._family = state_dict.get("family")
+        self._records = list(state_dict.get("records") or [])
+        self._evo_state = state_dict.get("evolution")
+        self._rng.setstate(_rng_from_json(state_dict["rng"]))
+        self._final_result = state_dict.get("final_result")
+
+
+def _rng_to_json(state: tuple) -> list:
+    return [state[0], list(state[1]), state[2]]
+
+
+def _rng_from_json(state: Sequence) -> tuple:
+    return (state[0], tuple(state[1]), state[2])
+
+
+def export_best(work_dir: str | Path, output: str | Path | None = None) -> Path:
+    """Write the best topology of a finished (or interrupted) search to ``output``.
+
+    Reads ``work_dir/best_architecture.json`` when the search got that far, else
+    picks the best of the finished evaluation trials in ``work_dir/trials.jsonl``
+    (by their reported ``default``).
+    """
+    work_dir = Path(work_dir)
+    src = work_dir / "best_architecture.json"
+    if src.exists():
+        data = json.loads(src.read_text())
+    else:
+        trials = work_dir / "trials.jsonl"
+        if not trials.exists():
+            raise ConfigError(f"{work_dir} holds neither best_architecture.json nor trials.jsonl; "
+                              "is it the work_dir of a search?")
+        best = None
+        for line in trials.read_text().splitlines():
+            rec = json.loads(line)
+            params, result = rec.get("parameters") or {}, rec.get("result")
+            if params.get("task") != "evaluate" or not isinstance(result, Mapping):
+                continue
+            if best is None or result.get("default", -math.inf) > best[1].get("default", -math.inf):
+                best = (params, result)
+        if best is None:
+            raise ConfigError(f"No finished evaluation trial in {trials}.")
+        data = {"sample": best[0]["sample"], "estimate": best[1]["default"], "result": best[1]}
+    out = Path(output) if output else src
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out != src or not src.exists():
+        out.write_text(json.dumps(data, indent=2, sort_keys=True))
+    return out

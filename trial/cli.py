@@ -1,0 +1,225 @@
+"""``nni-robust``: the steps of a search that do not run under nnictl, and a launcher that does.
+
+Subcommands:
+    profile     params and FLOPs of an architecture (JSON file, preset name) at a width or target FLOPs
+    presets     list the built-in published architectures
+    export      the best architecture of a finished search (from its work dir)
+    train       widen an architecture to the target FLOPs, train it adversarially, evaluate it
+    evaluate    clean / FGSM / PGD accuracy of a model written by ``train``
+    check       validate an experiment YAML (NNI keys and our tuner's classArgs)
+    run         start ``nnictl create`` on a YAML, wait for it, print the result
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from nni_robust.errors import NniRobustError
+
+__all__ = ["main", "build_parser"]
+
+logger = logging.getLogger("nni_robust.cli")
+
+
+def _load_arch(spec: str):
+    """An architecture from a JSON file, a JSON string or a preset name."""
+    from nni_robust.spaces.dense_rob import DenseRobArch
+    from nni_robust.spaces.presets import get_preset, list_presets
+
+    path = Path(spec)
+    if path.exists():
+        return DenseRobArch.from_json(path.read_text()), None
+    if spec.lstrip().startswith("{"):
+        return DenseRobArch.from_json(spec), None
+    if spec in list_presets():
+        preset = get_preset(spec)
+        return preset.arch, preset
+    get_preset(spec)  # raises a ConfigError listing close names
+    raise AssertionError("unreachable")
+
+
+def _settings(path: str | None, dataset: str | None, data_root: str | None, device: str | None,
+              overrides: dict[str, Any] | None = None):
+    from nni_robust.strategies.settings import TrialSettings
+    from .experiment import load_experiment_settings
+
+    data: dict[str, Any] = load_experiment_settings(path) if path else {}
+    if dataset:
+        data["dataset"] = dataset
+    if data_root:
+        data["data_root"] = data_root
+    if device:
+        data["device"] = device
+    for key, value in (overrides or {}).items():
+        section, _, leaf = key.partition(".")
+        data.setdefault(section, {})
+        data[section][leaf] = value
+    return TrialSettings.from_dict(data)
+
+
+def cmd_profile(ns: argparse.Namespace) -> int:
+    from nni_robust.data import DatasetInfo, dataset_info
+    from nni_robust.flops import count_flops, count_params, search_width
+    from nni_robust.strategies.networks import build_network
+
+    arch, preset = _load_arch(ns.arch)
+    info: DatasetInfo = dataset_info(ns.dataset)
+    space = {"layout": ns.layout} if preset is None else preset.space_kwargs()
+    input_size = (info.channels, info.size, info.size)
+    if ns.target_mflops:
+        width, _ = search_width(lambda c: build_network(arch, width=c, info=info, space=space),
+                                ns.target_mflops * 1e6, input_size=input_size)
+    else:
+        width = ns.width or (preset.init_channels if preset else 36)
+    model = build_network(arch, width=width, info=info, space=space)
+    out = {"init_channels": width, "params_M": count_params(model) / 1e6,
+           "mflops": count_flops(model, input_size) / 1e6, "dataset": info.name}
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def cmd_presets(ns: argparse.Namespace) -> int:
+    from nni_robust.spaces.presets import get_preset, list_presets
+
+    for name in list_presets():
+        p = get_preset(name)
+        print(f"{name:20s} C={p.init_channels:<3d} published: {p.published}")
+    return 0
+
+
+def cmd_export(ns: argparse.Namespace) -> int:
+    from nni_robust.strategies.msrobnet_search import export_best
+
+    path = export_best(ns.work_dir, ns.output)
+    print(path.read_text())
+    return 0
+
+
+def cmd_train(ns: argparse.Namespace) -> int:
+    from .tasks import train_final
+
+    arch, preset = _load_arch(ns.arch)
+    settings = _settings(ns.config, ns.dataset, ns.data_root, ns.device)
+    if ns.epochs is not None or ns.batch_size is not None:
+        import dataclasses
+        train = settings.final.train
+        train = dataclasses.replace(train, **{k: v for k, v in
+                                              (("epochs", ns.epochs), ("batch_size", ns.batch_size))
+                                              if v is not None})
+        settings = dataclasses.replace(settings, final=dataclasses.replace(settings.final, train=train))
+    if ns.eval_images is not None:
+        import dataclasses
+        settings = dataclasses.replace(settings, final=dataclasses.replace(settings.final,
+                                                                           eval_images=ns.eval_images))
+    if preset is not None and ns.target_mflops is None and ns.init_channels is None:
+        ns.init_channels = preset.init_channels
+    if ns.target_mflops is None and ns.init_channels is None:
+        raise SystemExit("nni-robust train: give --target-mflops or --init-channels")
+    report = train_final(settings, arch, ns.output, target_mflops=ns.target_mflops,
+                         init_channels=ns.init_channels, tb_dir=Path(ns.output) / "tensorboard")
+    print(json.dumps({k: report[k] for k in ("init_channels", "mflops", "params_M", "accuracy")}, indent=2))
+    return 0
+
+
+def cmd_evaluate(ns: argparse.Namespace) -> int:
+    from .tasks import evaluate_checkpoint
+
+    settings = _settings(ns.config, ns.dataset, ns.data_root, ns.device)
+    if ns.eval_images is not None:
+        import dataclasses
+        settings = dataclasses.replace(settings, final=dataclasses.replace(settings.final,
+                                                                           eval_images=ns.eval_images))
+    acc = evaluate_checkpoint(settings, ns.model, out_dir=ns.output)
+    print(json.dumps(acc, indent=2))
+    return 0
+
+
+def cmd_check(ns: argparse.Namespace) -> int:
+    from .experiment import check_experiment
+
+    summary = check_experiment(ns.config)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_run(ns: argparse.Namespace) -> int:
+    from .experiment import run_experiment
+
+    result = run_experiment(ns.config, port=ns.port, timeout=ns.timeout, keep=ns.keep)
+    print(json.dumps(result, indent=2))
+    return 0 if result.get("status") == "DONE" and not result.get("failed_trials") else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nni-robust", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("profile", help="params and FLOPs of an architecture")
+    p.add_argument("arch", help="architecture JSON file, JSON string, or preset name")
+    p.add_argument("--width", type=int, help="init channels (default: the preset's, else 36)")
+    p.add_argument("--target-mflops", type=float, help="widen to this many MFLOPs (Eq. 2)")
+    p.add_argument("--layout", default="cellwise", help="layout of a non-preset architecture")
+    p.add_argument("--dataset", default="cifar10")
+    p.set_defaults(func=cmd_profile)
+
+    p = sub.add_parser("presets", help="list the built-in published architectures")
+    p.set_defaults(func=cmd_presets)
+
+    p = sub.add_parser("export", help="export the best architecture of a search")
+    p.add_argument("work_dir", help="the search's work dir (tuner classArg work_dir)")
+    p.add_argument("-o", "--output", help="where to write the JSON (default: WORK_DIR/best_architecture.json)")
+    p.set_defaults(func=cmd_export)
+
+    for name, func, helptext in (("train", cmd_train, "final adversarial training + evaluation"),
+                                 ("evaluate", cmd_evaluate, "evaluate a trained final model")):
+        p = sub.add_parser(name, help=helptext)
+        if name == "train":
+            p.add_argument("arch", help="architecture JSON file, JSON string, or preset name")
+            p.add_argument("--target-mflops", type=float, help="target FLOPs C_T in MFLOPs (Eq. 2)")
+            p.add_argument("--init-channels", type=int, help="use this width instead of a target")
+            p.add_argument("--epochs", type=int, help="override final.train.epochs")
+            p.add_argument("--batch-size", type=int, help="override final.train.batch_size")
+            p.add_argument("-o", "--output", required=True, help="output folder (report, model, TensorBoard)")
+        else:
+            p.add_argument("model", help="model.pt written by 'nni-robust train'")
+            p.add_argument("-o", "--output", help="folder for evaluation.json")
+        p.add_argument("--config", help="experiment YAML (its tuner classArgs.settings) or settings YAML")
+        p.add_argument("--dataset")
+        p.add_argument("--data-root")
+        p.add_argument("--device")
+        p.add_argument("--eval-images", type=int, help="evaluate on the first N test images")
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("check", help="validate an experiment YAML")
+    p.add_argument("config")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("run", help="run an experiment YAML under nnictl and wait for it")
+    p.add_argument("config")
+    p.add_argument("--port", type=int, default=0, help="web UI port (0: a free one)")
+    p.add_argument("--timeout", type=float, default=None, help="seconds to wait (default: no limit)")
+    p.add_argument("--keep", action="store_true", help="leave the experiment (and web UI) running")
+    p.set_defaults(func=cmd_run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    ns = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if ns.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return ns.func(ns)
+    except NniRobustError as exc:
+        print(f"nni-robust {ns.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,237 @@
+"""Experiment YAMLs: validation, and running one under nnictl from Python.
+
+:func:`run_experiment` starts ``nnictl create`` on a free port with the
+experiment's working directory where the YAML (or the caller) says, waits for
+the experiment through NNI's REST API (``/check-status``, ``/trial-jobs``),
+and stops exactly that experiment by its id (never every experiment on the
+machine). The ``nni-robust run`` command and the end-to-end tests use it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from nni_robust.config import check_keys
+from nni_robust.errors import ConfigError, NniRobustError
+
+__all__ = ["load_yaml", "load_experiment_settings", "check_experiment", "run_experiment",
+           "free_port", "rest_get", "experiment_work_dir"]
+
+logger = logging.getLogger(__name__)
+
+BRIDGE = "nni_robust.strategies.bridge.StrategyTuner"
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Load a YAML file into a dict, with a clear error when it is missing or not a mapping."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"Experiment file {str(path)!r} does not exist.")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping at the top level, but holds {type(data).__name__}.")
+    return data
+
+
+def load_experiment_settings(path: str | Path) -> dict[str, Any]:
+    """The trial ``settings`` of a YAML: ``tuner.classArgs.settings`` of an experiment,
+    or the whole file when it is a plain settings file."""
+    data = load_yaml(path)
+    tuner = data.get("tuner")
+    if isinstance(tuner, Mapping):
+        return dict((tuner.get("classArgs") or {}).get("settings") or {})
+    return data
+
+
+def check_experiment(path: str | Path) -> dict[str, Any]:
+    """Validate an experiment YAML as nnictl and our tuner will see it.
+
+    NNI's own keys are checked by NNI's ``ExperimentConfig`` (an unknown key is an
+    error naming it); the bridge tuner's ``classArgs`` are checked by constructing
+    the tuner's validator, so a misspelt setting fails here, not in a trial.
+
+    Returns:
+        a summary: strategy, space, trial concurrency, max trials.
+    """
+    from nni.experiment.config import ExperimentConfig
+
+    path = Path(path)
+    data = load_yaml(path)
+    try:
+        config = ExperimentConfig(**_camel_to_config(data))
+        config.validate()
+    except (ValueError, AttributeError, TypeError, AssertionError) as exc:
+        raise ConfigError(f"{path}: invalid NNI experiment config: {exc}") from exc
+    tuner = data.get("tuner") or {}
+    summary: dict[str, Any] = {"config": str(path), "trialConcurrency": data.get("trialConcurrency"),
+                               "maxTrialNumber": data.get("maxTrialNumber")}
+    if tuner.get("className") == BRIDGE:
+        from nni_robust.strategies.bridge import validate_class_args
+
+        args = validate_class_args(tuner.get("classArgs") or {})
+        summary.update({"strategy": args.get("strategy"), "space": args.get("space")})
+    return summary
+
+
+def _camel_to_config(data: Mapping[str, Any]) -> dict[str, Any]:
+    # ExperimentConfig accepts camelCase keys as they appear in YAML.
+    return dict(data)
+
+
+def free_port() -> int:
+    """A TCP port on localhost that is free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def rest_get(port: int, route: str, timeout: float = 10.0) -> Any:
+    """GET ``http://localhost:<port>/api/v1/nni/<route>`` and decode the JSON."""
+    url = f"http://127.0.0.1:{port}/api/v1/nni/{route.lstrip('/')}"
+    with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (localhost only)
+        return json.loads(resp.read().decode())
+
+
+def experiment_work_dir(data: Mapping[str, Any], exp_dir: Path, exp_id: str) -> Path:
+    """The search's work dir: ``tuner.classArgs.work_dir``, else the bridge's default
+    (``<experimentWorkingDirectory>/<id>/nni_robust``)."""
+    args = ((data.get("tuner") or {}).get("classArgs") or {})
+    if args.get("work_dir"):
+        return Path(os.path.expanduser(str(args["work_dir"])))
+    return exp_dir / exp_id / "nni_robust"
+
+
+def _nnictl() -> str:
+    exe = Path(sys.executable).with_name("nnictl")
+    if exe.exists():
+        return str(exe)
+    found = shutil.which("nnictl")
+    if not found:
+        raise NniRobustError("nnictl not found next to this Python or on PATH; install nni.")
+    return found
+
+
+def run_experiment(config: str | Path, *, port: int = 0, timeout: float | None = None,
+                   keep: bool = False, experiment_dir: str | Path | None = None,
+                   poll: float = 2.0, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Run an experiment YAML under nnictl, wait until it ends, and summarise it.
+
+    Args:
+        config: the experiment YAML.
+        port: web UI/REST port (0 picks a free one).
+        timeout: seconds to wait before giving up (the experiment is stopped).
+        keep: leave the experiment running after it finished (for the web UI).
+        experiment_dir: overrides ``experimentWorkingDirectory``.
+        poll: seconds between REST polls.
+        overrides: top-level YAML keys to replace (e.g. ``{"maxTrialNumber": 3}``).
+
+    Returns:
+        ``{"id", "status", "port", "work_dir", "trials": [...], "failed_trials", "best"}``.
+    """
+    config = Path(config).resolve()
+    data = load_yaml(config)
+    data.update(overrides or {})
+    if experiment_dir is not None:
+        data["experimentWorkingDirectory"] = str(Path(experiment_dir).resolve())
+    exp_dir = Path(os.path.expanduser(str(data.get("experimentWorkingDirectory", "~/nni-experiments"))))
+    # relative paths in the YAML are relative to its folder: keep the copy beside it
+    tuner = data.get("tuner") or {}
+    if isinstance(tuner, dict) and "codeDirectory" not in tuner and "className" in tuner:
+        tuner["codeDirectory"] = str(config.parent)
+    if "trialCodeDirectory" not in data:
+        data["trialCodeDirectory"] = str(config.parent)
+    port = port or free_port()
+    env = dict(os.environ)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    with tempfile.TemporaryDirectory(prefix="nni_robust_cfg_") as tmp:
+        tmp_cfg = Path(tmp) / config.name
+        tmp_cfg.write_text(yaml.safe_dump(data, sort_keys=False))
+        proc = subprocess.run([_nnictl(), "create", "--config", str(tmp_cfg), "--port", str(port)],
+                              capture_output=True, text=True, env=env, timeout=300)
+    out = proc.stdout + proc.stderr
+    match = re.search(r"[Ee]xperiment id(?: is)?[:\s]+([A-Za-z0-9]+)", out)
+    if proc.returncode != 0 or not match:
+        raise NniRobustError(f"nnictl create failed (exit {proc.returncode}):\n{out}")
+    exp_id = match.group(1)
+    logger.info("Experiment %s started: web UI at http://127.0.0.1:%d", exp_id, port)
+    start = time.monotonic()
+    status: dict[str, Any] = {}
+    try:
+        while True:
+            try:
+                status = rest_get(port, "check-status")
+            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+                status = {"status": "UNREACHABLE"}
+            st = status.get("status")
+            if st in ("DONE", "ERROR", "STOPPED", "VIEWED"):
+                break
+            if st == "NO_MORE_TRIAL":
+                jobs = rest_get(port, "trial-jobs")
+                if jobs and all(j.get("status") not in ("RUNNING", "WAITING", "UNKNOWN") for j in jobs):
+                    break
+            if timeout is not None and time.monotonic() - start > timeout:
+                status = {**status, "status": "TIMEOUT"}
+                break
+            time.sleep(poll)
+        try:
+            jobs = rest_get(port, "trial-jobs")
+        except (urllib.error.URLError, OSError):
+            jobs = []
+    finally:
+        if not keep or status.get("status") == "TIMEOUT":
+            subprocess.run([_nnictl(), "stop", exp_id], capture_output=True, text=True, env=env, timeout=120)
+    trials = []
+    for job in jobs:
+        final = None
+        for m in job.get("finalMetricData") or []:
+            final = _decode(m.get("data"))
+        trials.append({"trialJobId": job.get("trialJobId"), "status": job.get("status"),
+                       "parameters": _job_params(job), "final": final})
+    work_dir = experiment_work_dir(data, exp_dir, exp_id)
+    best_path = work_dir / "best_architecture.json"
+    return {"id": exp_id, "status": status.get("status"), "errors": status.get("errors"), "port": port,
+            "experiment_dir": str(exp_dir / exp_id), "work_dir": str(work_dir), "trials": trials,
+            "failed_trials": [t["trialJobId"] for t in trials if t["status"] != "SUCCEEDED"],
+            "best": json.loads(best_path.read_text()) if best_path.exists() else None,
+            "seconds": time.monotonic() - start}
+
+
+def _decode(value: Any) -> Any:
+    # NNI stores metrics as JSON inside a JSON string
+    for _ in range(3):
+        if not isinstance(value, str):
+            break
+        try:
+            value = json.loads(value)
+        except ValueError:
+            break
+    return value
+
+
+def _job_params(job: Mapping[str, Any]) -> Any:
+    hp = job.get("hyperParameters") or []
+    if not hp:
+        return None
+    try:
+        value = json.loads(hp[-1]) if isinstance(hp[-1], str) else hp[-1]
+        return value.get("parameters", value)
+    except (TypeError, ValueError):
+        return None
