@@ -1,0 +1,128 @@
+"""Shared pytest fixtures.
+
+Datasets: tiny copies of CIFAR-10, CIFAR-100 and SVHN written in
+torchvision's real on-disk format (no network needed). Every image carries
+its index in the dataset in pixel (0, 0, 0) (and its label in pixel
+(1, 0, 0)), so tests can check which images ended up where.
+
+Models: ``tiny_cnn`` builds a small CNN (BatchNorm included) for the 8x8,
+1-channel ``digits`` dataset or any other input size.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+# --------------------------------------------------------------------------- datasets
+
+
+def _tagged_images(n: int, rng: np.random.Generator, start: int, labels: np.ndarray) -> np.ndarray:
+    """(n, 3, 32, 32) uint8 random images with index and label written into them."""
+    images = rng.integers(0, 256, size=(n, 3, 32, 32), dtype=np.uint8)
+    images[:, 0, 0, 0] = np.arange(start, start + n)
+    images[:, 1, 0, 0] = labels
+    return images
+
+
+def _dump(path: Path, obj: dict) -> None:
+    # str keys: what torchvision gets after unpickling the original (Python 2) files
+    # with encoding="latin1".
+    with open(path, "wb") as f:
+        pickle.dump(obj, f, protocol=2)
+
+
+@pytest.fixture
+def tiny_cifar10(tmp_path: Path) -> Path:
+    """A data root holding ``cifar-10-batches-py/`` with 5 x 10 training and 10 test images.
+
+    Training image ``i`` has index ``i`` (0..49) and label ``i % 10``; test
+    image ``j`` has index ``100 + j``.
+    """
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for b in range(5):
+        labels = (np.arange(b * 10, b * 10 + 10) % 10).astype(np.int64)
+        images = _tagged_images(10, rng, b * 10, labels)
+        _dump(folder / f"data_batch_{b + 1}",
+              {"batch_label": f"training batch {b + 1} of 5", "labels": labels.tolist(),
+               "data": images.reshape(10, -1), "filenames": [f"img{b}_{i}.png" for i in range(10)]})
+    labels = np.arange(10) % 10
+    _dump(folder / "test_batch", {"batch_label": "testing batch 1 of 1", "labels": labels.tolist(),
+                                  "data": _tagged_images(10, rng, 100, labels).reshape(10, -1),
+                                  "filenames": [f"test{i}.png" for i in range(10)]})
+    _dump(folder / "batches.meta", {"label_names": [f"class{i}" for i in range(10)],
+                                    "num_cases_per_batch": 10, "num_vis": 3072})
+    return tmp_path
+
+
+@pytest.fixture
+def tiny_cifar100(tmp_path: Path) -> Path:
+    """A data root holding ``cifar-100-python/`` with 40 training and 20 test images.
+
+    Labels (``fine_labels``) are ``(index * 7) % 100``.
+    """
+    rng = np.random.default_rng(1)
+    folder = tmp_path / "cifar-100-python"
+    folder.mkdir()
+    for name, n, start in (("train", 40, 0), ("test", 20, 100)):
+        fine = ((np.arange(start, start + n) * 7) % 100).astype(np.int64)
+        images = _tagged_images(n, rng, start, fine)
+        _dump(folder / name, {"filenames": [f"{name}{i}.png" for i in range(n)],
+                              "batch_label": name, "fine_labels": fine.tolist(),
+                              "coarse_labels": (fine // 5).tolist(), "data": images.reshape(n, -1)})
+    _dump(folder / "meta", {"fine_label_names": [f"f{i}" for i in range(100)],
+                            "coarse_label_names": [f"c{i}" for i in range(20)]})
+    return tmp_path
+
+
+@pytest.fixture
+def tiny_svhn(tmp_path: Path) -> Path:
+    """A data root holding ``train_32x32.mat`` (30 images) and ``test_32x32.mat`` (10).
+
+    As in the original files, ``X`` is H x W x C x N uint8 and ``y`` is
+    N x 1 with digit 0 stored as 10; image ``n`` has label ``1 + n % 10``.
+    """
+    import scipy.io as sio
+
+    rng = np.random.default_rng(2)
+    for name, n, start in (("train", 30, 0), ("test", 10, 100)):
+        y = (1 + np.arange(n) % 10).astype(np.uint8).reshape(n, 1)
+        nchw = _tagged_images(n, rng, start, y[:, 0] % 10)
+        sio.savemat(tmp_path / f"{name}_32x32.mat", {"X": np.transpose(nchw, (2, 3, 1, 0)), "y": y})
+    return tmp_path
+
+
+# --------------------------------------------------------------------------- models
+
+
+class TinyCNN(nn.Module):
+    """conv3x3 -> BN -> ReLU -> conv3x3 (stride 2) -> BN -> ReLU -> global mean -> linear."""
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, width: int = 16) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
+            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(2 * width), nn.ReLU())
+        self.head = nn.Linear(2 * width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).mean(dim=(2, 3)))
+
+
+@pytest.fixture
+def tiny_cnn():
+    """Factory: ``tiny_cnn(in_channels=1, num_classes=10, width=16, seed=0) -> TinyCNN``."""
+
+    def make(in_channels: int = 1, num_classes: int = 10, width: int = 16, seed: int = 0) -> TinyCNN:
+        torch.manual_seed(seed)
+        return TinyCNN(in_channels, num_classes, width)
+
+    return make
