@@ -1,1 +1,33 @@
-"""nni_robust.spaces."""
+"""Search spaces (installed as ``nni_robust.spaces``).
+
+* :mod:`.ops` -- cell operations (DARTS / dense robust cell primitives).
+* :mod:`.dense_rob` -- the dense robust cell space of RobNet and MSRobNet:
+  :class:`Layout`, :class:`DenseRobArch`, :class:`DenseRobNetwork` (network
+  and weight-sharing supernet), ``DenseRobSpace`` (NNI ``ModelSpace``).
+* :mod:`.presets` -- published architectures by name.
+
+``DenseRobSpace`` is resolved lazily: importing NNI takes seconds, and only
+code that talks to NNI needs it.
+"""
+
+from typing import Any
+
+from .dense_rob import (EDGES, NUM_EDGES, DenseRobArch, DenseRobCell, DenseRobNetwork, Layout,
+                        dense_rob_flops, edge_labels)
+from .ops import OPS, PRIMITIVES, build_op, register_op
+from .presets import PRESETS, Preset, build_preset, get_preset, list_presets, register_preset
+
+__all__ = [
+    "PRIMITIVES", "OPS", "build_op", "register_op",
+    "EDGES", "NUM_EDGES", "edge_labels", "Layout", "DenseRobArch", "DenseRobCell", "DenseRobNetwork",
+    "DenseRobSpace", "dense_rob_flops",
+    "PRESETS", "Preset", "build_preset", "get_preset", "list_presets", "register_preset",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "DenseRobSpace":
+        from .dense_rob import _make_space_class
+
+        return _make_space_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
