@@ -1041,7 +1041,8 @@ def _make_space_class() -> type:
         Args:
             layout: The layout or its name (default ``cellwise``).
             **network_kwargs: Keyword arguments of :class:`DenseRobNetwork`
-                (``init_channels`` required).
+                (``init_channels`` defaults to 16: the space's choices do not
+                depend on the width, which the trials set themselves).
 
         Attributes:
             arch: The :class:`DenseRobArch` built.
@@ -1051,8 +1052,7 @@ def _make_space_class() -> type:
         def __init__(self, *, layout: Layout | str = "cellwise", **network_kwargs: Any) -> None:
             super().__init__()
             layout_obj = Layout.from_json_value(layout)
-            if "init_channels" not in network_kwargs:
-                raise ConfigError("DenseRobSpace needs init_channels=.")
+            network_kwargs.setdefault("init_channels", 16)
             chosen = {}
             for label in layout_obj.labels():
                 mutable = self.add_mutable(nni.choice(label, list(PRIMITIVES)))

@@ -372,6 +372,25 @@ def _parse_value(value: Any) -> tuple[float | None, dict]:
 
 
 # ---------------------------------------------------------------------- NNI REST helpers
+def _current_dispatcher() -> Any:
+    """NNI's dispatcher that is calling the tuner right now (found on the call stack), or None.
+
+    Set-up errors surface in ``update_search_space``, before NNI has handed the
+    tuner any ``st_callback`` (the other way to learn the dispatcher).
+    """
+    try:
+        from nni.runtime.msg_dispatcher_base import MsgDispatcherBase
+    except ImportError:  # pragma: no cover
+        return None
+    frame = inspect.currentframe()
+    while frame is not None:
+        candidate = frame.f_locals.get("self")
+        if isinstance(candidate, MsgDispatcherBase):
+            return candidate
+        frame = frame.f_back
+    return None
+
+
 def _rest_base() -> str | None:
     """Base URL of the NNI manager's REST API, from the dispatcher's channel URL."""
     url = os.environ.get("NNI_TUNER_COMMAND_CHANNEL")
@@ -962,6 +981,9 @@ class StrategyTuner(Tuner):
             self._setup_thread.join()
             self._setup_thread = None
         if self._setup_error is not None:
+            if not getattr(self, "_setup_error_reported", False):
+                self._setup_error_reported = True
+                self._report_error("".join(traceback.format_exception(self._setup_error)))
             raise self._setup_error
         if self.error is not None:
             raise RuntimeError(f"The search strategy {self._strategy_name!r} failed: {self.error!r} "
@@ -991,6 +1013,8 @@ class StrategyTuner(Tuner):
             self._finish_experiment()
 
     def _report_error(self, text: str) -> None:
+        if self._dispatcher is None:
+            self._dispatcher = _current_dispatcher()
         report = getattr(self._dispatcher, "report_error", None)
         if report is not None:
             try:

@@ -32,12 +32,12 @@ import json
 import logging
 import math
 import random
-import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 from nni.nas.execution import ExecutionEngine
+from nni.nas.execution.event import ModelEventType, TrainingEndEvent
 from nni.nas.space import ExecutableModelSpace, ModelStatus
 from nni.nas.strategy.base import Strategy
 
@@ -54,6 +54,10 @@ __all__ = ["MultiShotSearch", "export_best"]
 logger = logging.getLogger(__name__)
 
 STAGES = ("supernets", "random", "family", "search", "export", "final", "done")
+
+
+class _Interrupted(Exception):
+    """The engine can run no more trials (budget exhausted or shut down): stop, resumable."""
 
 
 class _TaskEngine:
@@ -88,19 +92,26 @@ class MultiShotSearch(Strategy):
         tournament: tournament size mu (10).
         steps: evolution steps T_e (200).
         exclude_smallest: leave the smallest supernet out of the LOO mean (App. A).
+        flops_unit: FLOPs per fitting unit of the extrapolation (1e6: MFLOPs, as
+            the paper; use e.g. 1e3 for the tiny digits networks).
         final: train and evaluate the best topology at the target FLOPs at the end.
+        supernets_only: stop after training the supernets (step 1 alone, e.g.
+            to train them once and reuse them in several searches, Sec. 5.3).
         final_init_channels: use this width for the final network instead of Eq. 2.
         seed: seed of the topology sampling (``None``: drawn and logged).
         work_dir: where reports and the exported architecture go (default: the
             bridge engine's ``work_dir``).
+        settings: the trials' settings (passed by the bridge); used to check
+            that the trials build the same layout as the tuner's space.
     """
 
     def __init__(self, *, widths: Sequence[int] = (12, 24, 30, 36, 40, 44, 54, 64),
                  target_mflops: float = 1560.0, family: str = "auto", mode: str = "multishot",
                  supernet_dir: str | None = None, num_random: int = 200, population: int = 100,
                  tournament: int = 10, steps: int = 200, exclude_smallest: bool = True,
-                 final: bool = True, final_init_channels: int | None = None,
-                 seed: int | None = None, work_dir: str | None = None) -> None:
+                 flops_unit: float = 1e6, final: bool = True, supernets_only: bool = False, final_init_channels: int | None = None,
+                 seed: int | None = None, work_dir: str | None = None,
+                 settings: Mapping[str, Any] | None = None) -> None:
         super().__init__()
         widths = [int(w) for w in widths]
         if not widths or any(w < 1 for w in widths) or len(set(widths)) != len(widths):
@@ -133,17 +144,23 @@ class MultiShotSearch(Strategy):
         self.tournament = tournament
         self.steps = steps
         self.exclude_smallest = exclude_smallest
+        if not isinstance(flops_unit, (int, float)) or flops_unit <= 0:
+            raise ConfigError(f"flops_unit must be a positive number of FLOPs, but got {flops_unit!r}.")
+        self.flops_unit = float(flops_unit)
         self.final = final
+        self.supernets_only = bool(supernets_only)
         self.final_init_channels = final_init_channels
         if seed is None:
             seed = random.SystemRandom().randrange(2 ** 31)
             logger.info("MultiShotSearch seed drawn: %d", seed)
         self.seed = int(seed)
         self.work_dir_arg = work_dir
+        self._trial_space = dict((settings or {}).get("space") or {"layout": "cellwise"})
         self._rng = random.Random(self.seed)
         self._stage = STAGES[0]
         self._family = family if family != "auto" else None
         self._records: list[dict[str, Any]] = []  # finished evaluations: sample + full result
+        self._num_seeds: int | None = None  # records[:num_seeds]: the random ones seeding the evolution
         self._evo_state: dict[str, Any] | None = None
         self._final_result: dict[str, Any] | None = None
 
@@ -159,7 +176,7 @@ class MultiShotSearch(Strategy):
 
     @property
     def supernets(self) -> Path:
-        return Path(self.supernet_dir) if self.supernet_dir else self.work_dir / "supernets"
+        return Path(self.supernet_dir).expanduser() if self.supernet_dir else self.work_dir / "supernets"
 
     @property
     def family(self) -> str:
@@ -168,33 +185,65 @@ class MultiShotSearch(Strategy):
     def _eval_task(self) -> TrialTask:
         return TrialTask("evaluate", {"widths": self.widths, "target_mflops": self.target_mflops,
                                       "family": self.family, "mode": self.mode,
+                                      "flops_unit": self.flops_unit,
                                       "supernet_dir": str(self.supernets)})
 
-    def _run_jobs(self, models: list[ExecutableModelSpace]) -> list[ExecutableModelSpace]:
-        """Submit ``models`` as workers free up; return them when all have finished."""
+    def _run_jobs(self, models: list[ExecutableModelSpace]) -> bool:
+        """Submit ``models`` as workers free up and wait for those submitted.
+
+        Waiting happens inside the engine (``idle_worker_available`` and
+        ``wait_models``), where the bridge sees the strategy as parked and answers
+        NNI at once.
+
+        Returns:
+            Whether every model was submitted and has finished; False when the
+            engine's trial budget ran out or it shut down first (the caller
+            keeps what finished and stops with :class:`_Interrupted`).
+        """
         pending = list(models)
-        running: list[ExecutableModelSpace] = []
-        while pending or running:
-            while pending and self.engine.idle_worker_available():
-                m = pending.pop(0)
-                self.engine.submit_models(m)
-                running.append(m)
-            running = [m for m in running if m.status not in (ModelStatus.Trained, ModelStatus.Failed,
-                                                              ModelStatus.Interrupted)]
-            if pending or running:
-                time.sleep(0.05)
-        return models
+        submitted = []
+        while pending and self.engine.budget_available():
+            if self.engine.idle_worker_available():
+                submitted.append(pending.pop(0))
+                self.engine.submit_models(submitted[-1])
+        self.engine.wait_models(*submitted)
+        return not pending and all(m.status.completed() for m in submitted)
 
     def _random_sample(self) -> dict[str, Any]:
         return {label: self._rng.choice(list(m.values))
                 for label, m in sorted(self.model_space.simplify().items())}
 
+    def _initialize(self, model_space: ExecutableModelSpace, engine: ExecutionEngine) -> ExecutableModelSpace:
+        from nni_robust.errors import ArchitectureError
+        from nni_robust.spaces.dense_rob import DenseRobArch
+
+        from .networks import layout_of
+
+        layout = layout_of(self._trial_space)
+        sample = {label: list(m.values)[0] for label, m in model_space.simplify().items()}
+        try:
+            DenseRobArch.from_sample(sample, layout)
+        except ArchitectureError as exc:
+            raise ConfigError(
+                f"The tuner's space and the trials' settings.space disagree: a sample of the space "
+                f"(labels {sorted(sample)[:4]}...) does not fit layout {layout.name!r} of settings.space "
+                f"{self._trial_space}: {exc}") from exc
+        return model_space
+
     # ------------------------------------------------------------------ stages
     def _run(self) -> None:
         while self._stage != "done":
             logger.info("MultiShotSearch: stage %s", self._stage)
-            getattr(self, f"_stage_{self._stage}")()
+            try:
+                getattr(self, f"_stage_{self._stage}")()
+            except _Interrupted:
+                logger.warning("MultiShotSearch stops in stage %r: the engine has no trial budget left or has "
+                               "shut down. Resume (same work_dir) to continue from this stage.", self._stage)
+                return
             self._stage = STAGES[STAGES.index(self._stage) + 1]
+            if self.supernets_only and self._stage == "random":
+                logger.info("MultiShotSearch: supernets_only, stopping after the supernets in %s", self.supernets)
+                self._stage = "done"
 
     def _stage_supernets(self) -> None:
         missing = [w for w in self.widths if not supernet_path(self.supernets, w).exists()]
@@ -202,7 +251,8 @@ class MultiShotSearch(Strategy):
             return
         jobs = [task_model(TrialTask("supernet", {"width": w, "supernet_dir": str(self.supernets)}))
                 for w in missing]
-        self._run_jobs(jobs)
+        if not self._run_jobs(jobs):
+            raise _Interrupted()
         failed = [w for w, m in zip(missing, jobs) if m.status != ModelStatus.Trained]
         if failed:
             raise NniRobustError(f"Supernet training failed for widths {failed}; see those trials' logs. "
@@ -223,13 +273,17 @@ class MultiShotSearch(Strategy):
             m = self.model_space.freeze(s)
             m.trial_task = task
             models.append(m)
-        self._run_jobs(models)
+        complete = self._run_jobs(models)
         for s, m in zip(samples, models):
-            self._record(s, m)
+            if m.status.completed():
+                self._record(s, m)
+        if not complete:
+            raise _Interrupted()
 
-    def _record(self, sample: Mapping[str, Any], model: ExecutableModelSpace) -> None:
+    def _record(self, sample: Mapping[str, Any], model: ExecutableModelSpace,
+                status: ModelStatus | None = None) -> None:
         result = getattr(model, "final_result", None)
-        if model.status != ModelStatus.Trained or not isinstance(result, Mapping):
+        if (status or model.status) != ModelStatus.Trained or not isinstance(result, Mapping):
             logger.warning("Evaluation of %s failed; it is left out.", sample)
             return
         self._records.append({"sample": dict(sample), "result": dict(result)})
@@ -240,9 +294,17 @@ class MultiShotSearch(Strategy):
         flops, rewards = self._matrix(self._records)
         if flops.shape[0] < 3:
             raise NniRobustError(f"Function-family selection needs >= 3 evaluated topologies, got {flops.shape[0]}.")
-        selection = extrapolation.loo_selection(flops, rewards, exclude=(0,) if self.exclude_smallest else ())
-        extrapolation.write_report(selection, self.work_dir / "family_selection", flops=flops, rewards=rewards)
-        self._family = selection.best
+        flops = flops * 1e6  # the extrapolation module takes FLOPs
+        selection = extrapolation.loo_selection(flops, rewards, exclude=(0,) if self.exclude_smallest else (),
+                                                unit=self.flops_unit, names=[f"c{w}" for w in self.widths])
+        extrapolation.write_report(selection, self.work_dir / "family_selection", flops=flops, rewards=rewards,
+                                   unit=self.flops_unit)
+        if selection.best is None:
+            logger.warning("No family fitted enough topologies for a leave-one-out correlation; using the "
+                           "paper's choice, log_power (report in %s).", self.work_dir / "family_selection")
+            self._family = "log_power"
+        else:
+            self._family = selection.best
         logger.info("Selected extrapolation family: %s", self._family)
 
     def _matrix(self, records: Iterable[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
@@ -260,23 +322,41 @@ class MultiShotSearch(Strategy):
         value = result.get(f"est_{self.family}")
         return float(value) if value is not None and math.isfinite(value) else 0.0
 
+    def _on_evaluation_end(self, event: TrainingEndEvent) -> None:
+        """Record each finished evaluation of the evolution at once (engine thread, engine lock held),
+        so that a state saved at any time holds the full results of every step done."""
+        model = event.model
+        task = getattr(model, "trial_task", None)
+        if task is None or task.task != "evaluate" or model.sample is None:
+            return
+        sample = dict(model.sample)
+        key = json.dumps(sample, sort_keys=True)
+        if all(json.dumps(r["sample"], sort_keys=True) != key for r in self._records):
+            self._record(sample, model, event.status)
+
     def _stage_search(self) -> None:
-        ranked = sorted(self._records, key=lambda r: self._reward(r["result"]), reverse=True)
-        initial = [(r["sample"], self._reward(r["result"])) for r in ranked[:self.population]]
-        evo = TournamentEvolution(population_size=self.population, tournament_size=self.tournament,
-                                  num_steps=self.steps, initial_population=initial,
-                                  seed=self._rng.randrange(2 ** 31))
+        if self._num_seeds is None:
+            self._num_seeds = len(self._records)
+        initial = [(r["sample"], self._reward(r["result"])) for r in self._records[:self._num_seeds]]
+        if not initial:
+            raise NniRobustError("No random topology was evaluated successfully; cannot seed the evolution.")
+        population = min(self.population, len(initial))
+        evo = TournamentEvolution(population_size=population,
+                                  tournament_size=min(self.tournament, population),
+                                  num_steps=self.steps, num_initial=len(initial),
+                                  initial_population=initial, seed=self._rng.randrange(2 ** 31))
         if self._evo_state is not None:
             evo.load_state_dict(self._evo_state)
         self._evo = evo
-        evo.initialize(self.model_space, _TaskEngine(self.engine, self._eval_task()))
-        evo.run()
+        self.engine.register_model_event_callback(ModelEventType.TrainingEnd, self._on_evaluation_end)
+        try:
+            evo.initialize(self.model_space, _TaskEngine(self.engine, self._eval_task()))
+            evo.run()
+        finally:
+            self.engine.unregister_model_event_callback(ModelEventType.TrainingEnd, self._on_evaluation_end)
         self._evo_state = evo.state_dict()
-        for model in self.engine.list_models():
-            if getattr(model, "trial_task", None) is not None and model.trial_task.task == "evaluate":
-                sample = dict(model.sample)
-                if not any(r["sample"] == sample for r in self._records):
-                    self._record(sample, model)
+        if not evo.finished:  # the engine's budget ran out or it shut down
+            raise _Interrupted()
 
     def _stage_export(self) -> None:
         best = self.best()
@@ -308,7 +388,8 @@ class MultiShotSearch(Strategy):
         else:
             args["target_mflops"] = self.target_mflops
         job = task_model(TrialTask("final", args))
-        self._run_jobs([job])
+        if not self._run_jobs([job]):
+            raise _Interrupted()
         if job.status != ModelStatus.Trained:
             raise NniRobustError("The final training trial failed; the exported architecture is in "
                                  f"{self.work_dir / 'best_architecture.json'}.")
@@ -325,6 +406,7 @@ class MultiShotSearch(Strategy):
     def state_dict(self) -> dict[str, Any]:
         evo = getattr(self, "_evo", None)
         return {"stage": self._stage, "family": self._family, "records": self._records,
+                "num_seeds": self._num_seeds,
                 "evolution": evo.state_dict() if evo is not None else self._evo_state,
                 "rng": _rng_to_json(self._rng.getstate()), "seed": self.seed,
                 "final_result": self._final_result}
@@ -333,6 +415,7 @@ class MultiShotSearch(Strategy):
         self._stage = state_dict["stage"]
         self._family = state_dict.get("family")
         self._records = list(state_dict.get("records") or [])
+        self._num_seeds = state_dict.get("num_seeds")
         self._evo_state = state_dict.get("evolution")
         self._rng.setstate(_rng_from_json(state_dict["rng"]))
         self._final_result = state_dict.get("final_result")

@@ -84,6 +84,12 @@ class MultiShotEvaluator:
         all_families: also report the estimate of every family (cheap; used for
             the function-family selection of Alg. 2).
         fallback_reward: the estimate reported when the fit fails.
+        flops_unit: FLOPs per fitting unit of the extrapolation (default 1e6:
+            the fits run on MFLOPs, the paper's unit; tiny networks such as
+            the 8x8 digits ones need a smaller unit, e.g. 1e3, for the families
+            with ``log x``).
+        channels_last: run the supernets in channels_last memory format
+            (faster depthwise convolutions with oneDNN on CPU and on GPU).
         device: where to evaluate.
     """
 
@@ -91,6 +97,7 @@ class MultiShotEvaluator:
                  val_labels: torch.Tensor, info: DatasetInfo, *, settings: EvalSettings,
                  target_flops: float, family: str = "log_power", mode: str = "multishot",
                  all_families: bool = True, fallback_reward: float = 0.0,
+                 flops_unit: float = 1e6, channels_last: bool = True,
                  device: str | torch.device = "auto") -> None:
         check_choice("mode", mode, MODES)
         if family not in extrapolation.FAMILIES:
@@ -109,23 +116,29 @@ class MultiShotEvaluator:
         self.mode = mode
         self.all_families = all_families
         self.fallback_reward = float(fallback_reward)
-        self.supernets = [_Supernet(w, m.to(self.device).eval()) for w, m in sorted(supernets.items())]
+        if not flops_unit or flops_unit <= 0:
+            raise ConfigError(f"flops_unit must be a positive number of FLOPs, but got {flops_unit!r}.")
+        self.flops_unit = float(flops_unit)
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        self.supernets = [_Supernet(w, m.to(self.device, memory_format=fmt).eval())
+                          for w, m in sorted(supernets.items())]
 
         n_val = int(val_labels.shape[0])
         n_eval = settings.eval_images if settings.eval_images is not None else max(1, n_val // 2)
         n_calib = settings.calib_images
-        if n_eval > n_val or n_calib > n_val:
+        start = settings.eval_offset
+        if start + n_eval > n_val or n_calib > n_val:
             raise ConfigError(
-                f"evaluation needs eval_images={n_eval} and calib_images={n_calib} images, but the "
-                f"validation split of {info.name!r} has only {n_val}.")
+                f"evaluation needs eval_offset + eval_images = {start} + {n_eval} and calib_images="
+                f"{n_calib} images, but the validation split of {info.name!r} has only {n_val}.")
         # Paper Sec. 5.1 / 5.3.4: calibrate on the first batches of the validation
         # split, reward on its first half.
         self._calib = TensorLoader(val_images[:n_calib], val_labels[:n_calib],
                                    batch_size=settings.calib_batch_size, shuffle=False,
-                                   augment=False, device=self.device)
-        self._eval = TensorLoader(val_images[:n_eval], val_labels[:n_eval],
+                                   augment=False, device=self.device, channels_last=channels_last)
+        self._eval = TensorLoader(val_images[start:start + n_eval], val_labels[start:start + n_eval],
                                   batch_size=settings.batch_size, shuffle=False,
-                                  augment=False, device=self.device)
+                                  augment=False, device=self.device, channels_last=channels_last)
         step = settings.step if settings.step is not None else settings.eps
         if settings.attack == "fgsm":
             self._attack = build_attack("fgsm", eps=settings.eps, step=step, random_start=False,
@@ -176,12 +189,13 @@ class MultiShotEvaluator:
         """Alg. 3: the estimated reward of ``arch`` at the target FLOPs, with all measures."""
         start = time.perf_counter()
         per = self.one_shot(arch)
-        flops = [p["mflops"] for p in per]
+        flops = [p["mflops"] * 1e6 for p in per]
         rewards = [p["reward"] for p in per]
+        target = self.target_flops * 1e6
         result: dict[str, Any] = {"mode": self.mode, "target_mflops": self.target_flops,
                                   "supernets": per, "family": self.family}
         if self.mode == "multishot":
-            estimate, fit = extrapolation.extrapolate(self.family, flops, rewards, self.target_flops)
+            estimate, fit = _extrapolate(self.family, flops, rewards, target, self.flops_unit)
             result["fit"] = {"ok": fit.ok and estimate is not None and math.isfinite(estimate),
                              "params": [float(p) for p in fit.params], "message": fit.message,
                              "rmse": _finite_or_none(fit.rmse)}
@@ -192,15 +206,25 @@ class MultiShotEvaluator:
             if self.all_families:
                 estimates = {}
                 for name in extrapolation.FAMILIES:
-                    est, f = extrapolation.extrapolate(name, flops, rewards, self.target_flops)
+                    est, f = _extrapolate(name, flops, rewards, target, self.flops_unit)
                     estimates[name] = est if (f.ok and est is not None and math.isfinite(est)) else None
                 result["estimates"] = estimates
         elif self.mode == "oneshot":
             result["estimate"] = rewards[-1]
         else:
-            result["estimate"] = rewards[-1] / flops[-1]
+            result["estimate"] = rewards[-1] / per[-1]["mflops"]
         result["seconds"] = time.perf_counter() - start
         return result
+
+
+def _extrapolate(family: str, flops: list[float], rewards: list[float], target: float,
+                 unit: float) -> tuple[float | None, "extrapolation.FitResult"]:
+    """Fit and extrapolate; a family whose domain excludes the data (``log x <= 0``)
+    is a failed fit here, not an error: a search must not stop on it."""
+    try:
+        return extrapolation.extrapolate(family, flops, rewards, target, unit=unit)
+    except ConfigError as exc:
+        return None, extrapolation.FitResult(family, (), False, str(exc), math.nan, unit)
 
 
 def _finite_or_none(x: Any) -> float | None:

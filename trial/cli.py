@@ -63,12 +63,14 @@ def _settings(path: str | None, dataset: str | None, data_root: str | None, devi
 
 
 def cmd_profile(ns: argparse.Namespace) -> int:
-    from nni_robust.data import DatasetInfo, dataset_info
+    from nni_robust.config import check_choice
+    from nni_robust.data import DATASETS
     from nni_robust.flops import count_flops, count_params, search_width
     from nni_robust.strategies.networks import build_network
 
     arch, preset = _load_arch(ns.arch)
-    info: DatasetInfo = dataset_info(ns.dataset)
+    check_choice("--dataset", ns.dataset, tuple(DATASETS))
+    info = DATASETS[ns.dataset]
     space = {"layout": ns.layout} if preset is None else preset.space_kwargs()
     input_size = (info.channels, info.size, info.size)
     if ns.target_mflops:

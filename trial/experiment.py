@@ -152,12 +152,16 @@ def run_experiment(config: str | Path, *, port: int = 0, timeout: float | None =
     if experiment_dir is not None:
         data["experimentWorkingDirectory"] = str(Path(experiment_dir).resolve())
     exp_dir = Path(os.path.expanduser(str(data.get("experimentWorkingDirectory", "~/nni-experiments"))))
-    # relative paths in the YAML are relative to its folder: keep the copy beside it
-    tuner = data.get("tuner") or {}
-    if isinstance(tuner, dict) and "codeDirectory" not in tuner and "className" in tuner:
-        tuner["codeDirectory"] = str(config.parent)
-    if "trialCodeDirectory" not in data:
-        data["trialCodeDirectory"] = str(config.parent)
+    # relative paths in the YAML are relative to its folder: the copy nnictl reads lives elsewhere
+    def _abs(value: Any) -> str:
+        path = Path(os.path.expanduser(str(value)))
+        return str(path if path.is_absolute() else (config.parent / path).resolve())
+
+    data["trialCodeDirectory"] = _abs(data.get("trialCodeDirectory", "."))
+    for key in ("tuner", "assessor", "advisor"):
+        algo = data.get(key)
+        if isinstance(algo, dict) and "className" in algo:
+            algo["codeDirectory"] = _abs(algo.get("codeDirectory", "."))
     port = port or free_port()
     env = dict(os.environ)
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
@@ -166,8 +170,8 @@ def run_experiment(config: str | Path, *, port: int = 0, timeout: float | None =
         tmp_cfg.write_text(yaml.safe_dump(data, sort_keys=False))
         proc = subprocess.run([_nnictl(), "create", "--config", str(tmp_cfg), "--port", str(port)],
                               capture_output=True, text=True, env=env, timeout=300)
-    out = proc.stdout + proc.stderr
-    match = re.search(r"[Ee]xperiment id(?: is)?[:\s]+([A-Za-z0-9]+)", out)
+    out = re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout + proc.stderr)  # drop ANSI colours
+    match = re.search(r"[Ee]xperiment ID(?: is)?[:\s]+([A-Za-z0-9]+)", out, re.IGNORECASE)
     if proc.returncode != 0 or not match:
         raise NniRobustError(f"nnictl create failed (exit {proc.returncode}):\n{out}")
     exp_id = match.group(1)

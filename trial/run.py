@@ -77,7 +77,7 @@ def run_task(params: Mapping[str, Any], *, reporter=None) -> tuple[dict[str, flo
         full = tasks.evaluate_architecture(
             settings, arch, supernet_dir=supernet_dir, widths=[int(w) for w in args["widths"]],
             target_mflops=float(args["target_mflops"]), family=args.get("family", "log_power"),
-            mode=args.get("mode", "multishot"), out_dir=out)
+            mode=args.get("mode", "multishot"), flops_unit=float(args.get("flops_unit", 1e6)), out_dir=out)
         return flatten_result(full), full
     # final
     if args.get("arch"):

@@ -139,13 +139,14 @@ def train_supernet(settings: TrialSettings, width: int, supernet_dir: str | Path
 
 def evaluate_architecture(settings: TrialSettings, arch: DenseRobArch, *, supernet_dir: str | Path,
                           widths: list[int], target_mflops: float, family: str = "log_power",
-                          mode: str = "multishot", out_dir: str | Path | None = None) -> dict[str, Any]:
+                          mode: str = "multishot", flops_unit: float = 1e6,
+                          out_dir: str | Path | None = None) -> dict[str, Any]:
     """Multi-shot evaluation of one topology (Alg. 3); returns the full result dict."""
     splits = _data(settings, "search")
     evaluator = MultiShotEvaluator.from_dir(
         supernet_dir, widths, splits.val[0], splits.val[1], splits.info, space=settings.space,
         device=settings.device, settings=settings.evaluation, target_flops=target_mflops,
-        family=family, mode=mode)
+        family=family, mode=mode, flops_unit=flops_unit)
     result = evaluator.evaluate(arch)
     result["arch"] = arch.to_json()
     if out_dir is not None:
