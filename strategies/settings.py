@@ -37,8 +37,10 @@ class EvalSettings:
         calib_batch_size: batch size of the calibration forwards.
         eval_images: images the reward is measured on. The paper uses the first
             half of the validation split (5,000 of 10,000); ``None`` = that half.
-            The calibration images are taken from the other half, so the two
-            never overlap.
+        eval_offset: index of the first reward image in the validation split.
+            The paper calibrates on "the first 10 batches" and rewards "the first
+            half", so they overlap (offset 0, the default); an offset of
+            ``calib_images`` keeps them apart.
         batch_size: evaluation batch size (memory only; no effect on results).
         attack: ``"fgsm"`` (the paper's proxy, step = eps, no random start) or ``"pgd"``.
         eps: l-inf budget. step: attack step (``None`` = eps for FGSM).
@@ -50,6 +52,7 @@ class EvalSettings:
     calib_images: int = 640
     calib_batch_size: int = 64
     eval_images: int | None = None
+    eval_offset: int = 0
     batch_size: int = 500
     attack: str = "fgsm"
     eps: float = _EPS
@@ -63,6 +66,7 @@ class EvalSettings:
         check_range("evaluation.calib_batch_size", self.calib_batch_size, 1)
         if self.eval_images is not None:
             check_range("evaluation.eval_images", self.eval_images, 1)
+        check_range("evaluation.eval_offset", self.eval_offset, 0)
         check_range("evaluation.batch_size", self.batch_size, 1)
         check_choice("evaluation.attack", self.attack, ("fgsm", "pgd"))
         check_range("evaluation.eps", self.eps, 0.0, 1.0)
@@ -164,7 +168,7 @@ class TrialSettings:
         data = dict(data or {})
         nested = {}
         if "supernet" in data:
-            nested["supernet"] = TrainConfig.from_dict(data.pop("supernet") or {})
+            nested["supernet"] = TrainConfig.from_dict(data.pop("supernet") or {}, "settings.supernet")
         if "evaluation" in data:
             nested["evaluation"] = from_dict(EvalSettings, data.pop("evaluation"), "settings.evaluation")
         if "final" in data:

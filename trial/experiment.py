@@ -84,9 +84,15 @@ def check_experiment(path: str | Path) -> dict[str, Any]:
     summary: dict[str, Any] = {"config": str(path), "trialConcurrency": data.get("trialConcurrency"),
                                "maxTrialNumber": data.get("maxTrialNumber")}
     if tuner.get("className") == BRIDGE:
-        from nni_robust.strategies.bridge import validate_class_args
+        from nni_robust.strategies.bridge import StrategyTuner
 
-        args = validate_class_args(tuner.get("classArgs") or {})
+        args = dict(tuner.get("classArgs") or {})
+        # Build the tuner as NNI would (space, strategy, settings, their agreement), on a scratch work dir.
+        with tempfile.TemporaryDirectory(prefix="nni_robust_check_") as tmp:
+            args["work_dir"] = tmp
+            args["resume"] = False
+            args["lazy_init"] = False
+            StrategyTuner(**args)
         summary.update({"strategy": args.get("strategy"), "space": args.get("space")})
     return summary
 
@@ -147,6 +153,7 @@ def run_experiment(config: str | Path, *, port: int = 0, timeout: float | None =
         ``{"id", "status", "port", "work_dir", "trials": [...], "failed_trials", "best"}``.
     """
     config = Path(config).resolve()
+    check_experiment(config)  # a bad key fails here, before anything starts
     data = load_yaml(config)
     data.update(overrides or {})
     if experiment_dir is not None:
@@ -197,8 +204,9 @@ def run_experiment(config: str | Path, *, port: int = 0, timeout: float | None =
             time.sleep(poll)
         try:
             jobs = rest_get(port, "trial-jobs")
+            metrics = rest_get(port, "metric-data")
         except (urllib.error.URLError, OSError):
-            jobs = []
+            jobs, metrics = [], []
     finally:
         if not keep or status.get("status") == "TIMEOUT":
             subprocess.run([_nnictl(), "stop", exp_id], capture_output=True, text=True, env=env, timeout=120)
@@ -207,8 +215,10 @@ def run_experiment(config: str | Path, *, port: int = 0, timeout: float | None =
         final = None
         for m in job.get("finalMetricData") or []:
             final = _decode(m.get("data"))
+        intermediate = [_decode(m.get("data")) for m in metrics
+                        if m.get("trialJobId") == job.get("trialJobId") and m.get("type") == "PERIODICAL"]
         trials.append({"trialJobId": job.get("trialJobId"), "status": job.get("status"),
-                       "parameters": _job_params(job), "final": final})
+                       "parameters": _job_params(job), "final": final, "intermediate": intermediate})
     work_dir = experiment_work_dir(data, exp_dir, exp_id)
     best_path = work_dir / "best_architecture.json"
     return {"id": exp_id, "status": status.get("status"), "errors": status.get("errors"), "port": port,

@@ -1,0 +1,55 @@
+"""The nni-robust command line: profile, presets, check, and its errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from nni_robust.trial.cli import main
+
+
+def test_profile_preset_reports_published_size(capsys):
+    assert main(["profile", "MSRobNet-1000"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["init_channels"] == 51
+    assert out["params_M"] == pytest.approx(3.16, rel=0.01)
+    assert out["mflops"] == pytest.approx(1018, rel=0.01)
+
+
+def test_profile_widens_to_target(capsys):
+    assert main(["profile", "MSRobNet-1000", "--target-mflops", "1560"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["init_channels"] > 51
+    assert out["mflops"] == pytest.approx(1560, rel=0.05)
+
+
+def test_presets_lists_the_published_architectures(capsys):
+    assert main(["presets"]) == 0
+    out = capsys.readouterr().out
+    for name in ("MSRobNet-1000", "MSRobNet-1560", "MSRobNet-2000-P", "RobNet-large", "RobNet-free"):
+        assert name in out
+
+
+def test_bad_inputs_are_clear_errors(capsys, tmp_path):
+    assert main(["profile", "MSRobNet-100"]) == 2
+    assert "MSRobNet-1000" in capsys.readouterr().err  # close names suggested
+    import random
+
+    from nni_robust.spaces.dense_rob import DenseRobArch, Layout
+
+    data = json.loads(DenseRobArch.random(Layout.from_name("cellwise"), random.Random(0)).to_json())
+    data["cells"]["c0"]["n2"][0] = "conv_9x9"
+    bad = tmp_path / "arch.json"
+    bad.write_text(json.dumps(data))
+    assert main(["profile", str(bad)]) == 2
+    assert "conv_9x9" in capsys.readouterr().err
+    assert main(["profile", "MSRobNet-1000", "--dataset", "imagenet"]) == 2
+    assert "imagenet" in capsys.readouterr().err
+
+
+def test_missing_dataset_names_the_folder(capsys, tmp_path):
+    assert main(["train", "MSRobNet-1000", "--init-channels", "4", "--dataset", "cifar10",
+                 "--data-root", str(tmp_path / "nodata"), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "nodata" in err and "cifar-10-batches-py" in err

@@ -1,0 +1,113 @@
+"""End to end under nnictl: the quick MSRobNet experiment, started on a free port in a
+temporary experiment directory, waited for through NNI's REST API, and stopped by its id."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from nni_robust.errors import ConfigError
+from nni_robust.spaces.dense_rob import DenseRobArch, Layout
+from nni_robust.trial.experiment import check_experiment, run_experiment
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICK = ROOT / "experiments" / "msrobnet-quick.yml"
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    exp_dir = tmp_path_factory.mktemp("nni-experiments")
+    result = run_experiment(QUICK, experiment_dir=exp_dir, timeout=1500)
+    yield result
+    shutil.rmtree(exp_dir, ignore_errors=True)
+
+
+def _by_task(result, task):
+    return [t for t in result["trials"] if (t["parameters"] or {}).get("task") == task]
+
+
+def test_every_trial_succeeded(quick_run):
+    assert quick_run["status"] == "DONE", quick_run
+    assert quick_run["failed_trials"] == []
+    cfg = yaml.safe_load(QUICK.read_text())["tuner"]["classArgs"]["strategy_args"]
+    assert len(_by_task(quick_run, "supernet")) == len(cfg["widths"])
+    n_eval = len(_by_task(quick_run, "evaluate"))
+    assert cfg["num_random"] <= n_eval <= cfg["num_random"] + cfg["steps"]
+    assert len(_by_task(quick_run, "final")) == 1
+    # the tuner ends the experiment: it set maxTrialNumber to the trials it sent
+    assert len(quick_run["trials"]) == len(cfg["widths"]) + n_eval + 1
+
+
+def test_trial_metrics(quick_run):
+    widths = yaml.safe_load(QUICK.read_text())["tuner"]["classArgs"]["strategy_args"]["widths"]
+    epochs = yaml.safe_load(QUICK.read_text())["tuner"]["classArgs"]["settings"]["supernet"]["epochs"]
+    for t in _by_task(quick_run, "supernet"):
+        assert 0.0 <= t["final"]["default"] <= 1.0
+        assert len(t["intermediate"]) == epochs  # one intermediate result per epoch
+        assert {"probe_acc_clean", "probe_acc_adv", "train_loss"} <= set(t["intermediate"][-1])
+    for t in _by_task(quick_run, "evaluate"):
+        final = t["final"]
+        assert isinstance(final["default"], float)
+        for w in widths:
+            assert {f"reward_c{w}", f"acc_clean_c{w}", f"acc_adv_c{w}", f"mflops_c{w}"} <= set(final)
+            assert final[f"reward_c{w}"] == pytest.approx(0.5 * final[f"acc_clean_c{w}"]
+                                                          + 0.5 * final[f"acc_adv_c{w}"])
+        assert final["fit_ok"] in (0.0, 1.0)
+        assert [final[f"mflops_c{w}"] for w in widths] == sorted(final[f"mflops_c{w}"] for w in widths)
+    (final,) = [t["final"] for t in _by_task(quick_run, "final")]
+    for key in ("acc_clean", "acc_fgsm", "acc_pgd7", "acc_pgd20", "acc_pgd100", "mflops", "params_M"):
+        assert key in final
+    assert final["acc_pgd20"] <= final["acc_clean"]
+
+
+def test_architecture_exported_and_reports_written(quick_run):
+    work = Path(quick_run["work_dir"])
+    best = json.loads((work / "best_architecture.json").read_text())
+    layout = yaml.safe_load(QUICK.read_text())["tuner"]["classArgs"]["settings"]["space"]["layout"]
+    arch = DenseRobArch.from_sample(best["sample"], Layout.from_name(layout))
+    rewards = [json.loads(line)["reward"] for line in (work / "evaluations.jsonl").read_text().splitlines()]
+    assert best["estimate"] == pytest.approx(max(rewards))
+    assert (work / "family_selection" / "loo_selection.md").read_text().count("|") > 10
+    assert (work / "family_selection" / "loo_selection.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (work / "trials.jsonl").exists() and (work / "strategy_state.json").exists()
+    # the final trial trained that architecture
+    (final_trial,) = _by_task(quick_run, "final")
+    assert DenseRobArch.from_sample(final_trial["parameters"]["args"]["sample"], arch.layout) == arch
+
+
+def test_tensorboard_event_files(quick_run):
+    trials_dir = Path(quick_run["experiment_dir"]) / "environments" / "local-env" / "trials"
+    for t in _by_task(quick_run, "supernet") + _by_task(quick_run, "final"):
+        events = list((trials_dir / t["trialJobId"] / "tensorboard").glob("events.out.tfevents.*"))
+        assert events, f"no TensorBoard events for trial {t['trialJobId']}"
+    (final_trial,) = _by_task(quick_run, "final")
+    report = json.loads((trials_dir / final_trial["trialJobId"] / "final_report.json").read_text())
+    assert set(report["accuracy"]) == {"clean", "fgsm", "pgd7", "pgd20", "pgd100"}
+
+
+def test_cli_export(quick_run, tmp_path, capsys):
+    from nni_robust.trial.cli import main
+
+    assert main(["export", quick_run["work_dir"], "-o", str(tmp_path / "best.json")]) == 0
+    assert json.loads((tmp_path / "best.json").read_text())["sample"]
+
+
+def test_unknown_yaml_key_is_an_error_before_anything_starts(tmp_path):
+    data = yaml.safe_load(QUICK.read_text())
+    data["tuner"]["classArgs"]["settings"]["evaluation"]["lamda"] = 0.3
+    bad = tmp_path / "bad.yml"
+    bad.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match="'lamda'"):
+        run_experiment(bad, experiment_dir=tmp_path / "exp")
+    assert not (tmp_path / "exp").exists()  # nothing was started
+    data = yaml.safe_load(QUICK.read_text())
+    data["trialConcurency"] = 2
+    bad.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match="trialconcurency"):
+        check_experiment(bad)
