@@ -153,7 +153,23 @@ def cmd_run(ns: argparse.Namespace) -> int:
     from .experiment import run_experiment
 
     result = run_experiment(ns.config, port=ns.port, timeout=ns.timeout, keep=ns.keep)
-    print(json.dumps(result, indent=2))
+    counts: dict[str, dict[str, int]] = {}
+    finals = []
+    for t in result["trials"]:
+        task = (t.get("parameters") or {}).get("task", "?")
+        counts.setdefault(task, {}).setdefault(t["status"], 0)
+        counts[task][t["status"]] += 1
+        if task == "final" and isinstance(t.get("final"), dict):
+            finals.append(t["final"])
+    best = result.get("best") or {}
+    summary = {"id": result["id"], "status": result["status"], "errors": result.get("errors"),
+               "web_ui": f"http://127.0.0.1:{result['port']}" + ("" if ns.keep else " (stopped)"),
+               "seconds": round(result["seconds"], 1), "trials": counts,
+               "work_dir": result["work_dir"],
+               "exported_architecture": str(Path(result["work_dir"]) / "best_architecture.json") if best else None,
+               "estimated_reward": best.get("estimate"), "family": best.get("family"),
+               "final": finals[-1] if finals else None}
+    print(json.dumps(summary, indent=2))
     return 0 if result.get("status") == "DONE" and not result.get("failed_trials") else 1
 
 
