@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["output_dir", "tensorboard_dir", "summary_writer", "NNI_OUTPUT_ENV"]
+__all__ = ["experiment_dir", "output_dir", "tensorboard_dir", "summary_writer", "NNI_OUTPUT_ENV"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +29,16 @@ def _run_stamp() -> str:
     if _RUN_STAMP is None:
         _RUN_STAMP = time.strftime("%Y%m%d-%H%M%S")
     return _RUN_STAMP
+
+
+def experiment_dir() -> Path | None:
+    """The running NNI experiment's folder, as seen from its tuner (dispatcher) process.
+
+    NNI sets ``NNI_LOG_DIRECTORY`` to ``<experiment dir>/log`` for the dispatcher;
+    ``None`` outside an NNI experiment.
+    """
+    log_dir = os.environ.get("NNI_LOG_DIRECTORY")
+    return Path(log_dir).parent if log_dir else None
 
 
 def output_dir(default: str | os.PathLike | None = None) -> Path:

@@ -151,6 +151,7 @@ import nni
 from nni.tuner import Tuner
 
 from nni_robust.errors import ConfigError
+from nni_robust.tb import experiment_dir
 
 __all__ = [
     "STRATEGIES", "SPACES", "PARAMETER_KEYS", "TrialTask", "with_task", "task_model", "StrategyTuner",
@@ -411,11 +412,6 @@ def _rest(method: str, path: str, body: Any = None, timeout: float = 10.0) -> An
     with urllib.request.urlopen(request, timeout=timeout) as response:
         text = response.read().decode() or "null"
     return json.loads(text)
-
-
-def _experiment_dir() -> Path | None:
-    log_dir = os.environ.get("NNI_LOG_DIRECTORY")
-    return Path(log_dir).parent if log_dir else None
 
 
 # ---------------------------------------------------------------------- lazily defined NNI classes
@@ -905,7 +901,7 @@ class StrategyTuner(Tuner):
                             result_grace=float(result_grace))
         self._late_send = late_send
         self._replay_known = replay_known
-        exp_dir = _experiment_dir()
+        exp_dir = experiment_dir()
         self.experiment_id = exp_dir.name if exp_dir is not None else None
         if work_dir is None:
             if exp_dir is None:

@@ -144,6 +144,7 @@ from nni.tuner import Tuner
 
 from nni_robust.config import check_keys
 from nni_robust.errors import ConfigError
+from nni_robust.tb import experiment_dir
 
 from .pareto import DIRECTIONS, pareto_front, write_pareto
 
@@ -529,11 +530,6 @@ def _derived_seed(seed: int, n_existing: int) -> int:
     return int(np.random.SeedSequence([seed, n_existing]).generate_state(1)[0] & 0x7FFFFFFF)
 
 
-def _experiment_dir() -> Path | None:
-    log_dir = os.environ.get("NNI_LOG_DIRECTORY")  # <experiment dir>/log inside an NNI dispatcher
-    return Path(log_dir).parent if log_dir else None
-
-
 def _json_key(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, default=repr)
 
@@ -606,7 +602,7 @@ class OptunaTuner(Tuner):
         for key, value in (("tensorboard", tensorboard), ("plot", plot)):
             if not isinstance(value, bool):
                 raise ConfigError(f"classArg {key!r} must be true or false, but got {value!r}.")
-        exp_dir = _experiment_dir()
+        exp_dir = experiment_dir()
         self.experiment_id = exp_dir.name if exp_dir is not None else None
         if work_dir is None:
             if exp_dir is None:
