@@ -16,7 +16,7 @@ Data are synthetic, in CIFAR format (32x32x3, 10 classes), held in memory.
 
 Presets:
     --preset cpu     (default) the performance.md CPU work: K = 3 (12, 24, 36), 640 + 512 images
-    --preset quick   the quick config on the embedded digits data (K = 4 widths)
+    --preset quick   the quick config on the embedded digits data (K = 4 widths, 4-cell layout)
     --preset paper   paper settings for a GPU: K = 8 (12..64), 640 + 5,000 images, bf16
 
 Examples::
@@ -45,11 +45,11 @@ from nni_robust.strategies.settings import EvalSettings
 from nni_robust.training import AdversarialTrainer, TrainConfig
 
 PRESETS = {
-    "cpu": dict(dataset="synthetic", widths=[12, 24, 36], train_widths=[12, 24], calib_images=640,
+    "cpu": dict(dataset="synthetic", layout="cellwise", target_mflops=1560.0, flops_unit=1e6, widths=[12, 24, 36], train_widths=[12, 24], calib_images=640,
                 eval_images=512, batch=64, train_steps=4, archs=3, autocast=False),
-    "quick": dict(dataset="digits", widths=[4, 6, 8, 10], train_widths=[4, 8], calib_images=128,
-                  eval_images=180, batch=64, train_steps=10, archs=3, autocast=False),
-    "paper": dict(dataset="synthetic", widths=[12, 24, 30, 36, 40, 44, 54, 64], train_widths=[12, 24, 64],
+    "quick": dict(dataset="digits", layout="cellwise-4", target_mflops=1.5, flops_unit=1e3,
+                  widths=[4, 6, 8, 10], train_widths=[4, 8], calib_images=128, eval_images=144, batch=64, train_steps=10, archs=3, autocast=False),
+    "paper": dict(dataset="synthetic", layout="cellwise", target_mflops=1560.0, flops_unit=1e6, widths=[12, 24, 30, 36, 40, 44, 54, 64], train_widths=[12, 24, 64],
                   calib_images=640, eval_images=5000, batch=64, train_steps=30, archs=5, autocast=True),
 }
 
@@ -98,7 +98,7 @@ def bench_train(width: int, *, info, images, labels, batch: int, steps: int, dev
 
 
 def bench_multishot(widths, *, info, images, labels, calib: int, evaln: int, archs: int, device,
-                    autocast: bool, space) -> dict:
+                    autocast: bool, space, target_mflops: float, flops_unit: float) -> dict:
     layout = layout_of(space)
     supernets = {w: build_network(None, width=w, info=info, space=space) for w in widths}
     n = calib + evaln
@@ -106,7 +106,8 @@ def bench_multishot(widths, *, info, images, labels, calib: int, evaln: int, arc
     settings = EvalSettings(calib_images=calib, eval_images=evaln, eval_offset=calib, batch_size=512,
                             autocast=autocast)
     ev = MultiShotEvaluator(supernets, images[:n], labels[:n], info, settings=settings,
-                            target_flops=1560.0, family="log_power", all_families=False, device=device)
+                            target_flops=target_mflops, family="log_power", all_families=False,
+                            flops_unit=flops_unit, device=device)
     rng = random.Random(1)
     ev.evaluate(DenseRobArch.random(layout, rng))  # warm-up
     secs = []
@@ -131,17 +132,21 @@ def main(argv=None) -> int:
     p.add_argument("--eval-images", type=int)
     p.add_argument("--train-steps", type=int)
     p.add_argument("--archs", type=int)
+    p.add_argument("--layout", help="cell layout (default: the preset's)")
     p.add_argument("--autocast", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=False)
+    p.add_argument("--threads", type=int, help="torch CPU threads (tiny inputs run ~10x faster on 1 than on 2)")
     p.add_argument("--skip-train", action="store_true")
     p.add_argument("--skip-eval", action="store_true")
     ns = p.parse_args(argv)
     cfg = dict(PRESETS[ns.preset])
-    for key in ("widths", "train_widths", "calib_images", "eval_images", "train_steps", "archs", "autocast"):
+    for key in ("layout", "widths", "train_widths", "calib_images", "eval_images", "train_steps", "archs", "autocast"):
         if getattr(ns, key) is not None:
             cfg[key] = getattr(ns, key)
+    if ns.threads:
+        torch.set_num_threads(ns.threads)
     device = resolve_device(ns.device)
-    space = {"layout": "cellwise"}
+    space = {"layout": cfg["layout"]}
     n_needed = max(cfg["calib_images"] + cfg["eval_images"], cfg["batch"] * (cfg["train_steps"] + 3))
     images, labels, info = data(cfg["dataset"], n_needed)
     out = {"preset": ns.preset, "device": str(device), "threads": torch.get_num_threads(),
@@ -159,7 +164,8 @@ def main(argv=None) -> int:
     if not ns.skip_eval:
         res = bench_multishot(cfg["widths"], info=info, images=images, labels=labels,
                               calib=cfg["calib_images"], evaln=cfg["eval_images"], archs=cfg["archs"],
-                              device=device, autocast=cfg["autocast"], space=space)
+                              device=device, autocast=cfg["autocast"], space=space,
+                              target_mflops=cfg["target_mflops"], flops_unit=cfg["flops_unit"])
         out["multishot_s_per_arch"] = round(res["median_s"], 3)
         out["multishot_all_s"] = [round(s, 3) for s in res["all_s"]]
         print(f"multi-shot evaluation, K={len(cfg['widths'])}: {res['median_s']:.2f} s/arch", file=sys.stderr)
