@@ -13,7 +13,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["experiment_dir", "output_dir", "tensorboard_dir", "summary_writer", "NNI_OUTPUT_ENV"]
+from .errors import ConfigError
+
+__all__ = ["experiment_dir", "search_work_dir", "output_dir", "tensorboard_dir", "summary_writer", "NNI_OUTPUT_ENV"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +41,24 @@ def experiment_dir() -> Path | None:
     """
     log_dir = os.environ.get("NNI_LOG_DIRECTORY")
     return Path(log_dir).parent if log_dir else None
+
+
+def search_work_dir(work_dir: str | os.PathLike | None) -> tuple[Path, str | None]:
+    """A tuner's work dir and the NNI experiment id.
+
+    ``work_dir`` when given, else ``<experiment dir>/nni_robust`` inside an NNI
+    experiment.
+
+    Raises:
+        ConfigError: no ``work_dir`` outside an NNI experiment.
+    """
+    exp_dir = experiment_dir()
+    if work_dir is None:
+        if exp_dir is None:
+            raise ConfigError("classArg 'work_dir' is required outside an NNI experiment (the default is "
+                              "<experiment dir>/nni_robust, known only inside one).")
+        work_dir = exp_dir / "nni_robust"
+    return Path(work_dir).expanduser().resolve(), (exp_dir.name if exp_dir is not None else None)
 
 
 def output_dir(default: str | os.PathLike | None = None) -> Path:

@@ -151,7 +151,7 @@ import nni
 from nni.tuner import Tuner
 
 from nni_robust.errors import ConfigError
-from nni_robust.tb import experiment_dir
+from nni_robust.tb import search_work_dir
 
 __all__ = [
     "STRATEGIES", "SPACES", "PARAMETER_KEYS", "TrialTask", "with_task", "task_model", "StrategyTuner",
@@ -901,14 +901,7 @@ class StrategyTuner(Tuner):
                             result_grace=float(result_grace))
         self._late_send = late_send
         self._replay_known = replay_known
-        exp_dir = experiment_dir()
-        self.experiment_id = exp_dir.name if exp_dir is not None else None
-        if work_dir is None:
-            if exp_dir is None:
-                raise ConfigError("classArg 'work_dir' is required outside an NNI experiment (the default is "
-                                  "<experiment dir>/nni_robust, known only inside one).")
-            work_dir = exp_dir / "nni_robust"
-        self.work_dir = Path(work_dir).expanduser().resolve()
+        self.work_dir, self.experiment_id = search_work_dir(work_dir)
 
         self.strategy: Any = None
         self.engine: Any = None

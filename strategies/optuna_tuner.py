@@ -124,14 +124,12 @@ from __future__ import annotations
 import csv
 import dataclasses
 import difflib
-import importlib
 import importlib.util
 import inspect
 import json
 import logging
 import math
 import os
-import re
 import secrets
 import threading
 import time
@@ -144,7 +142,9 @@ from nni.tuner import Tuner
 
 from nni_robust.config import check_keys
 from nni_robust.errors import ConfigError
-from nni_robust.tb import experiment_dir
+from nni_robust.tb import search_work_dir
+
+from .bridge import resolve
 
 from .pareto import DIRECTIONS, pareto_front, write_pareto
 
@@ -175,7 +175,6 @@ SEARCH_SPACE_TYPES = ("choice", "randint", "uniform", "quniform", "loguniform", 
 #: Normal-type parameters are searched over quantiles within this many standard deviations.
 NORMAL_TRUNCATION = 6.0
 
-_DOTTED = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")
 _STD_NORMAL = NormalDist()
 _CATEGORICAL_TYPES = (type(None), bool, int, float, str)
 
@@ -459,22 +458,7 @@ def map_search_space(search_space: Mapping[str, Any]) -> dict[str, MappedParamet
 
 # ---------------------------------------------------------------------- samplers
 def _resolve_sampler(name: str) -> type:
-    if not isinstance(name, str) or not name:
-        raise ConfigError(f"classArg 'sampler' must be one of {sorted(SAMPLERS)} or a dotted path of an Optuna "
-                          f"sampler class, but got {name!r}.")
-    path = SAMPLERS.get(name)
-    if path is None:
-        if not _DOTTED.match(name):
-            close = difflib.get_close_matches(name, list(SAMPLERS), n=3)
-            hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-            raise ConfigError(f"Unknown sampler {name!r}.{hint} Valid names: {', '.join(sorted(SAMPLERS))}; "
-                              "or a dotted path 'package.module.SamplerClass'.")
-        path = name
-    module_name, attr = path.rsplit(".", 1)
-    try:
-        cls = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"Cannot import sampler {name!r} ({path}): {exc}.") from exc
+    cls = resolve(name, SAMPLERS, "sampler")
     from optuna.samplers import BaseSampler
 
     if not (isinstance(cls, type) and issubclass(cls, BaseSampler)):
@@ -602,14 +586,7 @@ class OptunaTuner(Tuner):
         for key, value in (("tensorboard", tensorboard), ("plot", plot)):
             if not isinstance(value, bool):
                 raise ConfigError(f"classArg {key!r} must be true or false, but got {value!r}.")
-        exp_dir = experiment_dir()
-        self.experiment_id = exp_dir.name if exp_dir is not None else None
-        if work_dir is None:
-            if exp_dir is None:
-                raise ConfigError("classArg 'work_dir' is required outside an NNI experiment (the default is "
-                                  "<experiment dir>/nni_robust, known only inside one).")
-            work_dir = exp_dir / "nni_robust"
-        self.work_dir = Path(work_dir).expanduser().resolve()
+        self.work_dir, self.experiment_id = search_work_dir(work_dir)
         if study_name is None:
             study_name = self.experiment_id or "nni_robust"
         if not isinstance(study_name, str) or not study_name:
