@@ -43,8 +43,7 @@ def _load_arch(spec: str):
     raise AssertionError("unreachable")
 
 
-def _settings(path: str | None, dataset: str | None, data_root: str | None, device: str | None,
-              overrides: dict[str, Any] | None = None):
+def _settings(path: str | None, dataset: str | None, data_root: str | None, device: str | None):
     from nni_robust.strategies.settings import TrialSettings
     from .experiment import load_experiment_settings
 
@@ -55,10 +54,6 @@ def _settings(path: str | None, dataset: str | None, data_root: str | None, devi
         data["data_root"] = data_root
     if device:
         data["device"] = device
-    for key, value in (overrides or {}).items():
-        section, _, leaf = key.partition(".")
-        data.setdefault(section, {})
-        data[section][leaf] = value
     return TrialSettings.from_dict(data)
 
 

@@ -76,7 +76,7 @@ def check_experiment(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     data = load_yaml(path)
     try:
-        config = ExperimentConfig(**_camel_to_config(data))
+        config = ExperimentConfig(**data)  # accepts the YAML's camelCase keys
         config.validate()
     except (ValueError, AttributeError, TypeError, AssertionError) as exc:
         raise ConfigError(f"{path}: invalid NNI experiment config: {exc}") from exc
@@ -95,11 +95,6 @@ def check_experiment(path: str | Path) -> dict[str, Any]:
             StrategyTuner(**args)
         summary.update({"strategy": args.get("strategy"), "space": args.get("space")})
     return summary
-
-
-def _camel_to_config(data: Mapping[str, Any]) -> dict[str, Any]:
-    # ExperimentConfig accepts camelCase keys as they appear in YAML.
-    return dict(data)
 
 
 def free_port() -> int:
