@@ -45,8 +45,17 @@ def _numeric(d: Mapping[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in d.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-def run_task(params: Mapping[str, Any], *, reporter=None) -> tuple[dict[str, float], dict[str, Any]]:
+def run_task(params: Mapping[str, Any], *, reporter=None,
+             nested: bool = False) -> tuple[dict[str, float], dict[str, Any]]:
     """Run the task described by the tuner's ``params``.
+
+    Args:
+        params: the trial parameters sent by the bridge tuner.
+        reporter: called with each intermediate result (e.g. ``nni.report_intermediate_result``).
+        nested: the task is one of many run inside a single NNI trial (e.g. a
+            trade-off trial running a whole search, :mod:`nni_robust.trial.tradeoff`):
+            its files and TensorBoard logs go to ``<work_dir>/trials/<model_id>``
+            even under NNI, instead of the NNI trial's own output folder.
 
     Returns:
         (final result for NNI: floats with ``default``, full result for files).
@@ -61,8 +70,13 @@ def run_task(params: Mapping[str, Any], *, reporter=None) -> tuple[dict[str, flo
     settings = TrialSettings.from_dict(params["settings"])
     args = dict(params.get("args") or {})
     work_dir = Path(params.get("work_dir") or output_dir())
-    out = output_dir(work_dir / "trials" / str(params.get("model_id", "manual")))
-    tb = tensorboard_dir(out / "tensorboard")
+    own = work_dir / "trials" / str(params.get("model_id", "manual"))
+    if nested:
+        out, tb = own, own / "tensorboard"
+        tb.mkdir(parents=True, exist_ok=True)
+    else:
+        out = output_dir(own)
+        tb = tensorboard_dir(out / "tensorboard")
     supernet_dir = Path(args.get("supernet_dir") or work_dir / "supernets")
 
     if task == "supernet":
