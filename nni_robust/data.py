@@ -514,6 +514,35 @@ def crop_flip(x: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, pad: 
                   cols[:, None, None, :]]
 
 
+def cutout(x: torch.Tensor, length: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Cutout (DeVries & Taylor 2017, as DARTS uses it): zero one ``length`` x ``length`` square per image.
+
+    The square's centre is uniform over the image and the square is clipped at
+    the borders. Batched: one mask for the whole batch, no loop over samples.
+    Images are in [0, 1], so the hole is black (DARTS zeroes normalized
+    images, i.e. fills with the mean; our normalization lives in the model).
+
+    Args:
+        x: (B, C, H, W) images.
+        length: side of the square in pixels (0 returns ``x`` unchanged).
+        generator: random generator on ``x``'s device (default: the global one).
+
+    Returns:
+        A new tensor, ``x`` with the holes.
+    """
+    if length <= 0:
+        return x
+    b, _, h, w = x.shape
+    cy = torch.randint(0, h, (b, 1, 1), device=x.device, generator=generator)
+    cx = torch.randint(0, w, (b, 1, 1), device=x.device, generator=generator)
+    rows = torch.arange(h, device=x.device).view(1, h, 1)
+    cols = torch.arange(w, device=x.device).view(1, 1, w)
+    half = length // 2
+    hole = ((rows - cy).abs() <= half - (1 - length % 2) * (rows >= cy)) \
+        & ((cols - cx).abs() <= half - (1 - length % 2) * (cols >= cx))
+    return x * (~hole).unsqueeze(1).to(x.dtype)
+
+
 def make_loaders(splits: DataSplits, *, batch_size: int, device: str | torch.device = "cpu",
                  augment: bool = True, seed: int | None = 0, eval_batch_size: int | None = None,
                  channels_last: bool = False, max_train: int | None = None,

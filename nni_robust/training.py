@@ -58,6 +58,7 @@ from torch import nn
 from .attacks import Attack, build_attack
 from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from .config import check_choice, check_range, from_dict
+from .data import cutout
 from .device import autocast_context, resolve_device
 from .errors import CheckpointError, ConfigError, NniRobustError
 
@@ -114,6 +115,16 @@ class TrainConfig:
         channels_last: Model and batches in ``channels_last`` memory format.
         seed: Seed of the run's global RNGs; ``None`` draws one at
             construction of the trainer and logs it.
+        cutout: Side (pixels) of the cutout square applied to every training
+            batch before the attack (0: none; DARTS-style final training
+            uses 16, e.g. RNAS Sec. 4.2). See :func:`nni_robust.data.cutout`.
+        auxiliary_weight: Weight of the auxiliary head's loss (0: none;
+            DARTS/RNAS final training: 0.4). The model must then have
+            ``forward_with_aux(x) -> (logits, aux_logits)``; the attack uses
+            the main logits only.
+        drop_path_prob: Final path-dropout probability (0: none; RNAS: 0.3).
+            As in DARTS, the model's ``drop_path_prob`` attribute is set to
+            ``drop_path_prob * epoch / epochs`` at the start of each epoch.
     """
 
     epochs: int = 400
@@ -138,6 +149,9 @@ class TrainConfig:
     autocast: bool = False
     channels_last: bool = False
     seed: int | None = 0
+    cutout: int = 0
+    auxiliary_weight: float = 0.0
+    drop_path_prob: float = 0.0
 
     def __post_init__(self) -> None:
         def need_int(name: str, low: int) -> None:
@@ -196,6 +210,11 @@ class TrainConfig:
         need_real("step", 0.0, 1.0, low_open=True)
         need_int("steps", 1)
         check_choice("TrainConfig.attack_mode", self.attack_mode, ATTACK_MODES)
+        need_int("cutout", 0)
+        need_real("auxiliary_weight", 0.0)
+        need_real("drop_path_prob", 0.0, 1.0)
+        if self.drop_path_prob >= 1.0:
+            raise ConfigError(f"TrainConfig.drop_path_prob must be < 1, but got {self.drop_path_prob!r}.")
         if self.seed is not None and not _is_int(self.seed):
             raise ConfigError(f"TrainConfig.seed must be an integer or null, but got {self.seed!r}.")
 
@@ -349,6 +368,13 @@ class AdversarialTrainer:
         self.attack: Attack | None = build_attack(
             config.attack, eps=config.eps, step=config.step, steps=config.steps,
             random_start=config.random_start, autocast=config.autocast)
+        if config.auxiliary_weight > 0 and not callable(getattr(self.model, "forward_with_aux", None)):
+            raise ConfigError(f"TrainConfig.auxiliary_weight={config.auxiliary_weight} needs a model with an "
+                              f"auxiliary head (forward_with_aux), but {type(self.model).__name__} has none; "
+                              "build it with auxiliary=True or set auxiliary_weight to 0.")
+        if config.drop_path_prob > 0 and not hasattr(self.model, "drop_path_prob"):
+            raise ConfigError(f"TrainConfig.drop_path_prob={config.drop_path_prob} needs a model with a "
+                              f"drop_path_prob attribute, but {type(self.model).__name__} has none; set it to 0.")
         params = [p for p in self.model.parameters() if p.requires_grad]
         if not params:
             raise ConfigError("AdversarialTrainer: the model has no trainable parameters.")
@@ -375,6 +401,8 @@ class AdversarialTrainer:
         if self._seed_drawn and isinstance(saved.get("seed"), int):
             self.config = self.config.replace(seed=saved["seed"])  # continue the saved run's seed
         current = self.config.to_dict()
+        for f in dataclasses.fields(TrainConfig):  # a checkpoint older than a field has its default
+            saved.setdefault(f.name, f.default)
         diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
         if diff:
             raise CheckpointError(
@@ -479,6 +507,9 @@ class AdversarialTrainer:
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), dtype=torch.long, device=device)
         seen = 0
+        if cfg.drop_path_prob > 0:
+            model.drop_path_prob = cfg.drop_path_prob * self.epoch / cfg.epochs
+        aux_weight = float(cfg.auxiliary_weight)
         model.train()
         start = time.perf_counter()
         for i, (x, y) in enumerate(loader):
@@ -488,6 +519,8 @@ class AdversarialTrainer:
                 x = x.float().div_(255.0)
             if cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
+            if cfg.cutout:
+                x = cutout(x, cfg.cutout)
             if self.before_step is not None:
                 self.before_step(model, self.global_step)
             if self.attack is not None:
@@ -496,8 +529,13 @@ class AdversarialTrainer:
                 x = self.attack(model, x, y)
                 model.train()
             with autocast_context(device, cfg.autocast):
-                logits = model(x)
+                if aux_weight > 0:
+                    logits, aux = model.forward_with_aux(x)
+                else:
+                    logits, aux = model(x), None
             loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+            if aux is not None:
+                loss = loss + aux_weight * F.cross_entropy(aux.float(), y, label_smoothing=cfg.label_smoothing)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if clip is not None:

@@ -290,3 +290,86 @@ def test_output_dirs_follow_nni(monkeypatch, tmp_path):
     default = output_dir()
     assert default.parent.name == "runs" and default.is_dir()
     assert tensorboard_dir() == default / "tensorboard"
+
+
+# --------------------------------------------------------------------------- DARTS-style final training
+
+
+def test_cutout_zeroes_one_clipped_square_per_image():
+    from nni_robust.data import cutout
+
+    torch.manual_seed(0)
+    x = torch.rand(256, 3, 16, 16) + 0.1  # no zeros before
+    y = cutout(x, 4)
+    holes = (y == 0).all(dim=1)  # (B, H, W): a hole is zero in every channel
+    assert torch.equal((y == 0).any(dim=1), holes)
+    sizes = holes.sum(dim=(1, 2))
+    assert int(sizes.max()) == 16 and int(sizes.min()) >= 4  # 4x4, clipped at the borders
+    rows, cols = holes.any(dim=2), holes.any(dim=1)
+    assert torch.equal(sizes, rows.sum(1) * cols.sum(1))  # each hole is one rectangle
+    assert torch.equal(y[~holes.unsqueeze(1).expand_as(y)], x[~holes.unsqueeze(1).expand_as(x)])
+    assert (sizes == 16).float().mean() > 0.3  # interior centres give full squares
+    assert cutout(x, 0) is x
+
+
+class _AuxCNN(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(),
+                                        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+        self.head = torch.nn.Linear(4, 10)
+        self.aux = torch.nn.Linear(4, 10)
+        self.drop_path_prob = 0.0
+        self.seen_drop = []
+        self.aux_calls = 0
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+    def forward_with_aux(self, x):
+        self.aux_calls += 1
+        self.seen_drop.append(self.drop_path_prob)
+        h = self.body(x)
+        return self.head(h), self.aux(h)
+
+
+def test_auxiliary_loss_and_drop_path_schedule(digits):
+    torch.manual_seed(0)
+    model = _AuxCNN()
+    cfg = TrainConfig(epochs=4, batch_size=16, attack="fgsm", step=8 / 255, auxiliary_weight=0.4,
+                      drop_path_prob=0.3, cutout=4)
+    AdversarialTrainer(model, cfg, device="cpu", log_every=0).fit(_small_loader(digits, n=32, batch_size=16))
+    assert model.aux_calls == 8  # the training forward uses the auxiliary head; the attack does not
+    assert model.seen_drop == pytest.approx([0.0, 0.0, 0.075, 0.075, 0.15, 0.15, 0.225, 0.225])
+    assert model.aux.weight.grad is not None and model.aux.weight.grad.abs().sum() > 0
+
+    # without the weight, the auxiliary head is not used (and gets no gradient)
+    plain = _AuxCNN()
+    AdversarialTrainer(plain, cfg.replace(auxiliary_weight=0.0), device="cpu", log_every=0).fit(
+        _small_loader(digits, n=32, batch_size=16))
+    assert plain.aux_calls == 0 and plain.aux.weight.grad is None
+
+
+def test_auxiliary_and_drop_path_need_model_support(tiny_cnn):
+    with pytest.raises(ConfigError, match="forward_with_aux"):
+        AdversarialTrainer(tiny_cnn(width=4), TrainConfig(auxiliary_weight=0.4), device="cpu")
+    with pytest.raises(ConfigError, match="drop_path_prob attribute"):
+        AdversarialTrainer(tiny_cnn(width=4), TrainConfig(drop_path_prob=0.2), device="cpu")
+    with pytest.raises(ConfigError, match="drop_path_prob"):
+        TrainConfig(drop_path_prob=1.0)
+    with pytest.raises(ConfigError, match="cutout"):
+        TrainConfig(cutout=-1)
+
+
+def test_checkpoint_from_before_a_new_setting_still_resumes(tmp_path, digits, tiny_cnn):
+    ckpt = tmp_path / "c.pt"
+    cfg = TrainConfig(epochs=2, batch_size=16, attack="none")
+    trainer = AdversarialTrainer(tiny_cnn(width=4), cfg.replace(epochs=1), device="cpu", checkpoint_path=ckpt)
+    trainer.fit(_small_loader(digits, n=16, batch_size=16))
+    state = load_checkpoint(ckpt)
+    for key in ("cutout", "auxiliary_weight", "drop_path_prob"):  # as written before these settings existed
+        del state["config"][key]
+    state["config"]["epochs"] = 2
+    save_checkpoint(ckpt, **state)
+    resumed = AdversarialTrainer(tiny_cnn(width=4), cfg, device="cpu", checkpoint_path=ckpt)
+    assert resumed.epoch == 1
