@@ -167,11 +167,15 @@ STRATEGIES: dict[str, str] = {
     "regularized_evolution": "nni.nas.strategy.RegularizedEvolution",
     "evolution": "nni_robust.strategies.evolution.TournamentEvolution",
     "msrobnet": "nni_robust.strategies.msrobnet_search.MultiShotSearch",
+    "differentiable": "nni_robust.strategies.differentiable_search.DifferentiableStrategy",
+    "msrobnet_predictor": "nni_robust.strategies.predictor_search.PredictorSearch",
 }
 
 #: Short space names -> dotted paths of factories building an NNI model space.
 SPACES: dict[str, str] = {
     "dense_rob": "nni_robust.spaces.dense_rob.DenseRobSpace",
+    "darts": "nni_robust.spaces.darts.DartsSpace",
+    "dsara": "nni_robust.spaces.dsara.dsara_space",
 }
 
 #: Keys of the parameter dict every trial receives.
@@ -265,9 +269,12 @@ def _check_kwargs(func: Callable, kwargs: Mapping[str, Any], where: str) -> None
         params = inspect.signature(func).parameters.values()
     except (TypeError, ValueError):
         return
+    params = list(params)
+    if any(p.kind == p.VAR_KEYWORD for p in params):
+        return  # takes **kwargs: it (or what it passes them to) checks them
     named = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self"]
     if not named:
-        return  # (*args, **kwargs): cannot check
+        return
     from nni_robust.config import check_keys
     check_keys(kwargs, named, where)
 
