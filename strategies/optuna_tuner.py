@@ -690,7 +690,18 @@ class OptunaTuner(Tuner):
         _logger.info("Search space: %s", {n: p.distribution for n, p in mapped.items()})
 
     def generate_parameters(self, parameter_id: int, **kwargs: Any) -> dict[str, Any]:
-        """Ask the study for a trial and return its parameters in NNI's format."""
+        """Ask the study for a trial and return its parameters in NNI's format.
+
+        Raises:
+            nni.NoMoreTrialError: the experiment already has ``maxTrialNumber``
+                trials. After ``nnictl resume``, NNI 3.0 asks for one trial more
+                when a re-run trial ends, and then drops it; asking the study
+                then would leave a trial RUNNING forever that never ran.
+        """
+        if self._nni_budget_spent():
+            import nni
+
+            raise nni.NoMoreTrialError(f"the experiment has run maxTrialNumber trials (parameter id {parameter_id})")
         with self._lock:
             study = self._ensure_study()
             trial = study.ask(dict(self._distributions))
@@ -703,6 +714,25 @@ class OptunaTuner(Tuner):
             self._live[parameter_id] = _Live(trial, params)
         _logger.debug("Parameter id %s -> trial %d: %s", parameter_id, trial.number, params)
         return params
+
+    @staticmethod
+    def _nni_budget_spent() -> bool:
+        """Whether the running NNI experiment has as many trials as its ``maxTrialNumber`` (REST).
+
+        False outside NNI, without a ``maxTrialNumber``, or when NNI cannot be asked.
+        """
+        from .bridge import _rest, _rest_base
+
+        if _rest_base() is None:
+            return False
+        try:
+            limit = (_rest("GET", "/experiment").get("params") or {}).get("maxTrialNumber")
+            if limit is None:
+                return False
+            return len(_rest("GET", "/trial-jobs") or []) >= int(limit)
+        except Exception as exc:  # pylint: disable=broad-except
+            _logger.debug("Could not read the trial budget from NNI: %r", exc)
+            return False
 
     def receive_trial_result(self, parameter_id: int, parameters: Any, value: Any, **kwargs: Any) -> None:
         """Tell the trial of ``parameter_id`` its objective values (or FAIL when they are missing)."""

@@ -351,3 +351,46 @@ def test_unknown_parameter_id_result_is_imported(tmp_path):
     assert t.state == TrialState.COMPLETE and t.user_attrs["nni_trial_job_id"] == "X"
     assert Path(tuner.storage_url[len("sqlite:///"):]).is_file()
     tuner.close()
+
+
+def test_no_trial_is_asked_beyond_the_experiments_max_trial_number(tmp_path, monkeypatch):
+    """After nnictl resume, NNI 3.0 over-asks by one and drops the answer: the tuner must refuse
+    (NoMoreTrialError) rather than leave a never-run trial RUNNING in the study."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    import nni
+
+    state = {"jobs": [{"trialJobId": "a"}, {"trialJobId": "b"}], "max": 3}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            body = {"params": {"maxTrialNumber": state["max"]}} if self.path.endswith("/experiment") \
+                else state["jobs"]
+            data = json.dumps(body).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("NNI_TUNER_COMMAND_CHANNEL", f"ws://127.0.0.1:{server.server_port}/tuner")
+        tuner = OptunaTuner(objectives=TWO, seed=0, work_dir=tmp_path, study_name="budget")
+        tuner.update_search_space(SPACE)
+        assert set(tuner.generate_parameters(0)) == {"x0", "x1", "kind"}  # 2 jobs < 3
+        state["jobs"].append({"trialJobId": "c"})
+        with pytest.raises(nni.NoMoreTrialError):
+            tuner.generate_parameters(1)
+        assert tuner.generate_multiple_parameters([1, 2]) == []  # NNI's default path: no parameters
+        assert len(load(tuner).get_trials()) == 1  # nothing asked of the study
+        state["max"] = None  # no limit: asks again
+        assert set(tuner.generate_parameters(3)) == {"x0", "x1", "kind"}
+        tuner.close()
+    finally:
+        server.shutdown()
