@@ -5,15 +5,24 @@
   :class:`Layout`, :class:`DenseRobArch`, :class:`DenseRobNetwork` (network
   and weight-sharing supernet), ``DenseRobSpace`` (NNI ``ModelSpace``).
 * :mod:`.presets` -- published architectures by name.
+* :mod:`.darts` -- the DARTS cell space, generic over cell types and their
+  placement: :class:`DartsLayout`, :class:`DartsArch`, :class:`DartsSupernet`
+  (continuous relaxation), :class:`DartsNetwork`, ``DartsSpace`` (NNI),
+  :func:`build_darts_space` (RNAS searches this space).
+* :mod:`.dsara` -- the DSARA space (accurate / robust / reduction cells):
+  :func:`dsara_layout`, ``DSARA_PRIMITIVES``.
 
-``DenseRobSpace`` is resolved lazily: importing NNI takes seconds, and only
+``DenseRobSpace`` and ``DartsSpace`` are resolved lazily: importing NNI takes seconds, and only
 code that talks to NNI needs it.
 """
 
 from typing import Any
 
+from .darts import PRIMITIVES as DARTS_PRIMITIVES
+from .darts import DartsArch, DartsLayout, DartsNetwork, DartsSupernet, build_darts_space, darts_choices
 from .dense_rob import (EDGES, NUM_EDGES, DenseRobArch, DenseRobCell, DenseRobNetwork, Layout,
                         dense_rob_flops, edge_labels)
+from .dsara import DSARA_PRIMITIVES, dsara_layout, dsara_network, dsara_space, dsara_supernet
 from .ops import OPS, PRIMITIVES, build_op, register_op
 from .presets import PRESETS, Preset, build_preset, get_preset, list_presets, register_preset
 
@@ -22,6 +31,9 @@ __all__ = [
     "EDGES", "NUM_EDGES", "edge_labels", "Layout", "DenseRobArch", "DenseRobCell", "DenseRobNetwork",
     "DenseRobSpace", "dense_rob_flops",
     "PRESETS", "Preset", "build_preset", "get_preset", "list_presets", "register_preset",
+    "DARTS_PRIMITIVES", "DartsLayout", "DartsArch", "DartsSupernet", "DartsNetwork", "DartsSpace",
+    "build_darts_space", "darts_choices",
+    "DSARA_PRIMITIVES", "dsara_layout", "dsara_supernet", "dsara_network", "dsara_space",
 ]
 
 
@@ -30,4 +42,8 @@ def __getattr__(name: str) -> Any:
         from .dense_rob import _make_space_class
 
         return _make_space_class()
+    if name == "DartsSpace":
+        from .darts import _make_space_class as _make_darts_space_class
+
+        return _make_darts_space_class()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
