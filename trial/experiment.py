@@ -30,7 +30,7 @@ from nni_robust.config import check_keys
 from nni_robust.errors import ConfigError, NniRobustError
 
 __all__ = ["load_yaml", "load_experiment_settings", "check_experiment", "run_experiment",
-           "free_port", "rest_get", "experiment_work_dir"]
+           "resume_experiment", "stop_experiment", "free_port", "rest_get", "experiment_work_dir"]
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +132,8 @@ def _nnictl() -> str:
 
 def run_experiment(config: str | Path, *, port: int = 0, timeout: float | None = None,
                    keep: bool = False, experiment_dir: str | Path | None = None,
-                   poll: float = 2.0, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                   poll: float = 2.0, overrides: Mapping[str, Any] | None = None,
+                   stop_after: int | None = None) -> dict[str, Any]:
     """Run an experiment YAML under nnictl, wait until it ends, and summarise it.
 
     Args:
@@ -143,6 +144,8 @@ def run_experiment(config: str | Path, *, port: int = 0, timeout: float | None =
         experiment_dir: overrides ``experimentWorkingDirectory``.
         poll: seconds between REST polls.
         overrides: top-level YAML keys to replace (e.g. ``{"maxTrialNumber": 3}``).
+        stop_after: stop the experiment (status ``STOPPED``) as soon as this
+            many trials have ended, e.g. to :func:`resume_experiment` it later.
 
     Returns:
         ``{"id", "status", "port", "work_dir", "trials": [...], "failed_trials", "best"}``.
@@ -165,21 +168,65 @@ def run_experiment(config: str | Path, *, port: int = 0, timeout: float | None =
         if isinstance(algo, dict) and "className" in algo:
             algo["codeDirectory"] = _abs(algo.get("codeDirectory", "."))
     port = port or free_port()
-    env = dict(os.environ)
-    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     with tempfile.TemporaryDirectory(prefix="nni_robust_cfg_") as tmp:
         tmp_cfg = Path(tmp) / config.name
         tmp_cfg.write_text(yaml.safe_dump(data, sort_keys=False))
-        proc = subprocess.run([_nnictl(), "create", "--config", str(tmp_cfg), "--port", str(port)],
-                              capture_output=True, text=True, env=env, timeout=300)
+        exp_id = _nnictl_start(["create", "--config", str(tmp_cfg), "--port", str(port)])
+    logger.info("Experiment %s started: web UI at http://127.0.0.1:%d", exp_id, port)
+    return _follow(exp_id, port, data, exp_dir, timeout=timeout, keep=keep, poll=poll, stop_after=stop_after)
+
+
+def resume_experiment(exp_id: str, *, experiment_dir: str | Path, port: int = 0, timeout: float | None = None,
+                      keep: bool = False, poll: float = 2.0, stop_after: int | None = None) -> dict[str, Any]:
+    """``nnictl resume`` a stopped experiment, wait until it ends, and summarise it.
+
+    Args:
+        exp_id: the experiment's id.
+        experiment_dir: its ``experimentWorkingDirectory``.
+        (others): as :func:`run_experiment`; ``stop_after`` counts all the
+            experiment's ended trials, those before the resume included.
+
+    Returns:
+        the summary of :func:`run_experiment`, over all the experiment's trials.
+    """
+    exp_dir = Path(experiment_dir).resolve()
+    saved = exp_dir / exp_id / "db"
+    if not saved.exists():
+        raise ConfigError(f"No experiment {exp_id!r} in {str(exp_dir)!r} (expected its folder {exp_dir / exp_id}).")
+    port = port or free_port()
+    exp_id = _nnictl_start(["resume", exp_id, "--port", str(port), "--experiment_dir", str(exp_dir)])
+    logger.info("Experiment %s resumed: web UI at http://127.0.0.1:%d", exp_id, port)
+    profile = rest_get(port, "experiment")
+    data = dict(profile.get("params") or {})
+    return _follow(exp_id, port, data, exp_dir, timeout=timeout, keep=keep, poll=poll, stop_after=stop_after)
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    return env
+
+
+def _nnictl_start(command: list[str]) -> str:
+    proc = subprocess.run([_nnictl(), *command], capture_output=True, text=True, env=_env(), timeout=300)
     out = re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout + proc.stderr)  # drop ANSI colours
     match = re.search(r"[Ee]xperiment ID(?: is)?[:\s]+([A-Za-z0-9]+)", out, re.IGNORECASE)
     if proc.returncode != 0 or not match:
-        raise NniRobustError(f"nnictl create failed (exit {proc.returncode}):\n{out}")
-    exp_id = match.group(1)
-    logger.info("Experiment %s started: web UI at http://127.0.0.1:%d", exp_id, port)
+        raise NniRobustError(f"nnictl {command[0]} failed (exit {proc.returncode}):\n{out}")
+    return match.group(1)
+
+
+def stop_experiment(exp_id: str) -> None:
+    """``nnictl stop <id>``: stop exactly this experiment."""
+    subprocess.run([_nnictl(), "stop", exp_id], capture_output=True, text=True, env=_env(), timeout=120)
+
+
+def _follow(exp_id: str, port: int, data: Mapping[str, Any], exp_dir: Path, *, timeout: float | None,
+            keep: bool, poll: float, stop_after: int | None) -> dict[str, Any]:
     start = time.monotonic()
     status: dict[str, Any] = {}
+    ended_states = ("SUCCEEDED", "FAILED", "USER_CANCELED", "SYS_CANCELED", "EARLY_STOPPED")
+    stop = not keep
     try:
         while True:
             try:
@@ -189,9 +236,17 @@ def run_experiment(config: str | Path, *, port: int = 0, timeout: float | None =
             st = status.get("status")
             if st in ("DONE", "ERROR", "STOPPED", "VIEWED"):
                 break
-            if st == "NO_MORE_TRIAL":
-                jobs = rest_get(port, "trial-jobs")
-                if jobs and all(j.get("status") not in ("RUNNING", "WAITING", "UNKNOWN") for j in jobs):
+            if st == "NO_MORE_TRIAL" or stop_after is not None:
+                try:
+                    jobs = rest_get(port, "trial-jobs")
+                except (urllib.error.URLError, OSError):
+                    jobs = []
+                if stop_after is not None and sum(j.get("status") in ended_states for j in jobs) >= stop_after:
+                    status = {**status, "status": "STOPPED"}
+                    stop = True
+                    break
+                if st == "NO_MORE_TRIAL" and jobs and all(
+                        j.get("status") not in ("RUNNING", "WAITING", "UNKNOWN") for j in jobs):
                     break
             if timeout is not None and time.monotonic() - start > timeout:
                 status = {**status, "status": "TIMEOUT"}
@@ -203,8 +258,8 @@ def run_experiment(config: str | Path, *, port: int = 0, timeout: float | None =
         except (urllib.error.URLError, OSError):
             jobs, metrics = [], []
     finally:
-        if not keep or status.get("status") == "TIMEOUT":
-            subprocess.run([_nnictl(), "stop", exp_id], capture_output=True, text=True, env=env, timeout=120)
+        if stop or status.get("status") == "TIMEOUT":
+            stop_experiment(exp_id)
     trials = []
     for job in jobs:
         final = None
