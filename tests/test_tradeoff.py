@@ -162,3 +162,36 @@ def test_shared_folder_is_the_experiment_folder(tmp_path, monkeypatch):
     assert tradeoff._experiment_folder(trial) == (tmp_path / "abc123").resolve()
     monkeypatch.delenv("NNI_EXP_ID")
     assert tradeoff._experiment_folder(tmp_path / "e" / "trials" / "XyZ") == (tmp_path / "e").resolve()
+
+
+def test_check_experiment_checks_the_search_a_tradeoff_runs(tmp_path):
+    summary = check_experiment(ROOT / "experiments" / "tradeoff-msrobnet-quick.yml")
+    assert summary["tradeoff_search"] == "msrobnet"
+    data = yaml.safe_load((ROOT / "experiments" / "tradeoff-msrobnet-quick.yml").read_text())
+    cases = [
+        (data["trialCommand"].replace("--map lam=settings.evaluation.lam", ""), "'lam' is not mapped"),
+        (data["trialCommand"].replace("settings.evaluation.lam", "settings.evaluation.lamda"), "lamda"),
+        (data["trialCommand"].replace("--set strategy_args.num_random=3", "--set strategy_args.num_randm=3"),
+         "num_randm"),
+        (data["trialCommand"].replace("--search msrobnet-quick.yml", "--search nope.yml"), "does not exist"),
+        (data["trialCommand"] + " --bogus", "bad arguments"),
+    ]
+    for command, match in cases:
+        bad = dict(data, trialCommand=command, trialCodeDirectory=str(ROOT / "experiments"))
+        path = tmp_path / "bad.yml"
+        path.write_text(yaml.safe_dump(bad))
+        with pytest.raises(ConfigError, match=match):
+            check_experiment(path)
+    # a value out of the setting's range is caught too (lam must lie in [0, 1])
+    bad = dict(data, searchSpace={"lam": {"_type": "uniform", "_value": [2.0, 3.0]}},
+               trialCodeDirectory=str(ROOT / "experiments"))
+    path.write_text(yaml.safe_dump(bad))
+    with pytest.raises(ConfigError, match="lam"):
+        check_experiment(path)
+
+
+def test_cli_resume_of_an_unknown_experiment_is_a_clear_error(tmp_path, capsys):
+    from nni_robust.trial.cli import main
+
+    assert main(["resume", "nosuchid", "--experiment-dir", str(tmp_path)]) == 2
+    assert "No experiment 'nosuchid'" in capsys.readouterr().err

@@ -148,22 +148,39 @@ def cmd_run(ns: argparse.Namespace) -> int:
     from .experiment import run_experiment
 
     result = run_experiment(ns.config, port=ns.port, timeout=ns.timeout, keep=ns.keep)
+    return _summarise(result, ns.keep)
+
+
+def cmd_resume(ns: argparse.Namespace) -> int:
+    from .experiment import resume_experiment
+
+    result = resume_experiment(ns.id, experiment_dir=ns.experiment_dir, port=ns.port, timeout=ns.timeout,
+                               keep=ns.keep)
+    return _summarise(result, ns.keep)
+
+
+def _summarise(result: dict, keep: bool) -> int:
     counts: dict[str, dict[str, int]] = {}
     finals = []
     for t in result["trials"]:
-        task = (t.get("parameters") or {}).get("task", "?")
+        params = t.get("parameters") or {}
+        task = params.get("task", "trial") if isinstance(params, dict) else "trial"
         counts.setdefault(task, {}).setdefault(t["status"], 0)
         counts[task][t["status"]] += 1
         if task == "final" and isinstance(t.get("final"), dict):
             finals.append(t["final"])
     best = result.get("best") or {}
     summary = {"id": result["id"], "status": result["status"], "errors": result.get("errors"),
-               "web_ui": f"http://127.0.0.1:{result['port']}" + ("" if ns.keep else " (stopped)"),
+               "web_ui": f"http://127.0.0.1:{result['port']}" + ("" if keep else " (stopped)"),
                "seconds": round(result["seconds"], 1), "trials": counts,
                "work_dir": result["work_dir"],
                "exported_architecture": str(Path(result["work_dir"]) / "best_architecture.json") if best else None,
                "estimated_reward": best.get("estimate"), "family": best.get("family"),
                "final": finals[-1] if finals else None}
+    pareto = Path(result["work_dir"]) / "pareto.md"
+    if pareto.exists():  # an Optuna experiment (e.g. a trade-off): its Pareto front and study
+        summary.update({"pareto_front": str(pareto), "study": str(pareto.with_name("optuna.db")),
+                        "hparams": str(pareto.with_name("tensorboard"))})
     print(json.dumps(summary, indent=2))
     return 0 if result.get("status") == "DONE" and not result.get("failed_trials") else 1
 
@@ -220,6 +237,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=None, help="seconds to wait (default: no limit)")
     p.add_argument("--keep", action="store_true", help="leave the experiment (and web UI) running")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("resume", help="resume a stopped experiment by id (nnictl resume) and wait for it")
+    p.add_argument("id", help="the experiment id")
+    p.add_argument("--experiment-dir", default="~/nni-experiments",
+                   help="its experimentWorkingDirectory (default ~/nni-experiments)")
+    p.add_argument("--port", type=int, default=0, help="web UI port (0: a free one)")
+    p.add_argument("--timeout", type=float, default=None, help="seconds to wait (default: no limit)")
+    p.add_argument("--keep", action="store_true", help="leave the experiment (and web UI) running")
+    p.set_defaults(func=cmd_resume)
     return parser
 
 

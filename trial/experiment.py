@@ -94,6 +94,14 @@ def check_experiment(path: str | Path) -> dict[str, Any]:
             args["lazy_init"] = False
             StrategyTuner(**args)
         summary.update({"strategy": args.get("strategy"), "space": args.get("space")})
+    command = str(data.get("trialCommand") or "")
+    if "nni_robust.trial.tradeoff" in command:  # a trade-off experiment: check the search it runs
+        from .tradeoff import check_command
+
+        code_dir = Path(os.path.expanduser(str(data.get("trialCodeDirectory", "."))))
+        code_dir = code_dir if code_dir.is_absolute() else path.resolve().parent / code_dir
+        search = check_command(command, code_dir, data.get("searchSpace"))
+        summary.update({"tradeoff_search": search.get("strategy"), "tuner": tuner.get("className")})
     return summary
 
 
@@ -189,7 +197,7 @@ def resume_experiment(exp_id: str, *, experiment_dir: str | Path, port: int = 0,
     Returns:
         the summary of :func:`run_experiment`, over all the experiment's trials.
     """
-    exp_dir = Path(experiment_dir).resolve()
+    exp_dir = Path(os.path.expanduser(str(experiment_dir))).resolve()
     saved = exp_dir / exp_id / "db"
     if not saved.exists():
         raise ConfigError(f"No experiment {exp_id!r} in {str(exp_dir)!r} (expected its folder {exp_dir / exp_id}).")

@@ -60,7 +60,7 @@ import yaml
 from nni_robust.errors import ConfigError, NniRobustError
 from nni_robust.tb import output_dir, summary_writer, tensorboard_dir
 
-__all__ = ["load_search", "parse_assignments", "apply_parameters", "run_tradeoff", "main"]
+__all__ = ["load_search", "parse_assignments", "apply_parameters", "run_tradeoff", "check_command", "main"]
 
 logger = logging.getLogger("nni_robust.trial.tradeoff")
 
@@ -300,8 +300,62 @@ def _parse_value(text: str) -> Any:
         raise ConfigError(f"--set value {text!r} is not valid YAML: {exc}") from exc
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of a trade-off trial (or, with ``--params FILE``, of a manual run)."""
+def check_command(command: str, code_dir: str | os.PathLike,
+                  search_space: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Validate a trade-off ``trialCommand`` before an experiment starts.
+
+    Loads the search YAML (relative to ``code_dir``, the trials' working
+    folder), applies ``--set`` and, for every parameter of ``search_space``, a
+    value of its range, and builds the bridge tuner's validator on the result.
+
+    Returns:
+        the search's classArgs with the ``--set`` overrides applied.
+
+    Raises:
+        ConfigError: a bad flag, search file, path, parameter name or setting.
+    """
+    import shlex
+    import tempfile
+
+    words = shlex.split(command)
+    try:
+        start = words.index("nni_robust.trial.tradeoff") + 1
+    except ValueError:
+        raise ConfigError(f"trialCommand {command!r} does not run nni_robust.trial.tradeoff.") from None
+    try:
+        ns = _parser().parse_args(words[start:])
+    except SystemExit:
+        raise ConfigError(f"trialCommand {command!r}: bad arguments for nni_robust.trial.tradeoff "
+                          f"(see python -m nni_robust.trial.tradeoff --help).") from None
+    search = Path(ns.search)
+    class_args = load_search(search if search.is_absolute() else Path(code_dir) / search)
+    mapping = parse_assignments(ns.map, "--map")
+    sets = {k: _parse_value(v) for k, v in parse_assignments(ns.set, "--set").items()}
+    sample = {name: _some_value(name, spec) for name, spec in (search_space or {}).items()}
+    args = apply_parameters(class_args, sample, mapping, sets)
+    from nni_robust.strategies.bridge import StrategyTuner
+
+    for key in _OWN_ARGS:
+        args.pop(key, None)
+    with tempfile.TemporaryDirectory(prefix="nni_robust_check_") as tmp:
+        StrategyTuner(**args, work_dir=tmp, resume=False, lazy_init=False, finish_experiment=False)
+    return apply_parameters(class_args, {}, mapping, sets)
+
+
+def _some_value(name: str, spec: Any) -> Any:
+    """A value inside the range of an NNI search-space entry (for checking a command)."""
+    if not isinstance(spec, Mapping) or "_value" not in spec:
+        raise ConfigError(f"search space entry {name!r} must be {{_type, _value}}, but got {spec!r}.")
+    values = spec["_value"]
+    kind = spec.get("_type", "choice")
+    if kind == "choice":
+        return values[0]
+    if kind in ("normal", "qnormal", "lognormal", "qlognormal"):
+        return values[0]
+    return (values[0] + values[1]) / 2 if kind not in ("randint",) else values[0]
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m nni_robust.trial.tradeoff", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--search", required=True, help="the search experiment YAML (bridge tuner)")
@@ -314,7 +368,12 @@ def main(argv: list[str] | None = None) -> int:
                         "<experiment folder>/shared/supernets under NNI)")
     parser.add_argument("--params", help="JSON file of the tuned parameters (default: ask NNI)")
     parser.add_argument("--out", help="output folder outside NNI (default ./runs/<timestamp>)")
-    ns = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of a trade-off trial (or, with ``--params FILE``, of a manual run)."""
+    ns = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s",
                         stream=sys.stdout)
     if ns.concurrency < 1:
