@@ -12,7 +12,11 @@ Tasks:
     ``supernet``: args ``{"width"}`` (optional ``supernet_dir``).
     ``evaluate``: the sample is a topology; args ``{"widths", "target_mflops",
     "family", "mode", "supernet_dir"}``.
-    ``final``: args ``{"arch"}`` (JSON) or ``{"sample"}``, and ``target_mflops`` or ``init_channels``.
+    ``final``: args ``{"arch"}`` (JSON) or ``{"sample"}``, and ``target_mflops`` or ``init_channels``;
+    optional ``space`` (the settings ``space`` of the final network, e.g. more cells than the search).
+    ``differentiable_search``: args ``{"method"}`` (``dsara`` or ``rnas``), optional
+    ``method_args`` (the method's settings) and ``search_dir`` (checkpoint and the derived
+    architecture; default ``<work_dir>/search``).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from typing import Any, Mapping
 from nni_robust.errors import ConfigError
 from nni_robust.spaces.dense_rob import DenseRobArch
 from nni_robust.strategies.multishot import flatten_result
-from nni_robust.strategies.networks import layout_of
+from nni_robust.strategies.networks import arch_from_json, layout_of
 from nni_robust.strategies.settings import TrialSettings
 from nni_robust.tb import output_dir, tensorboard_dir
 
@@ -38,7 +42,7 @@ __all__ = ["TASKS", "run_task", "main"]
 
 logger = logging.getLogger("nni_robust.trial")
 
-TASKS = ("supernet", "evaluate", "final")
+TASKS = ("supernet", "evaluate", "final", "differentiable_search")
 
 
 def _numeric(d: Mapping[str, Any]) -> dict[str, float]:
@@ -93,9 +97,19 @@ def run_task(params: Mapping[str, Any], *, reporter=None,
             target_mflops=float(args["target_mflops"]), family=args.get("family", "log_power"),
             mode=args.get("mode", "multishot"), flops_unit=float(args.get("flops_unit", 1e6)), out_dir=out)
         return flatten_result(full), full
+    if task == "differentiable_search":
+        if not args.get("method"):
+            raise ConfigError("task 'differentiable_search' needs args 'method' ('dsara' or 'rnas'), got none.")
+        full = tasks.differentiable_search(
+            settings, args["method"], args.get("method_args") or {},
+            search_dir=Path(args.get("search_dir") or work_dir / "search"), out_dir=out, tb_dir=tb,
+            reporter=reporter)
+        return _numeric(full), full
     # final
+    if args.get("space") is not None:
+        settings = settings.replace(space=dict(args["space"]))
     if args.get("arch"):
-        arch = DenseRobArch.from_json(args["arch"])
+        arch = arch_from_json(args["arch"], settings.space)
     elif args.get("sample"):
         arch = DenseRobArch.from_sample(args["sample"], layout_of(settings.space))
     else:

@@ -1,4 +1,5 @@
-"""The work one NNI trial does: train a supernet, evaluate a topology, train the final network.
+"""The work one NNI trial does: train a supernet, evaluate a topology, train the final network,
+or run a whole differentiable search (DSARA / RNAS).
 
 Each task is a plain function usable without NNI (the ``nni-robust`` CLI calls
 them too); a ``reporter`` receives per-epoch intermediate results. The NNI
@@ -6,7 +7,8 @@ entry point :mod:`nni_robust.trial.run` dispatches the tuner's parameters to
 them and reports their results to NNI.
 
 Papers: MSRobNet (``msrobnet-multishot-nas.txt``) Alg. 1 lines 2-9 (supernet
-training), Alg. 3 (multi-shot evaluation), Eq. 2 and App. B.2 (final training).
+training), Alg. 3 (multi-shot evaluation), Eq. 2 and App. B.2 (final training);
+DSARA (``dsara.txt``) Alg. 1-3 and RNAS (``rnas.txt``) Alg. 1-2 (differentiable search).
 """
 
 from __future__ import annotations
@@ -30,14 +32,15 @@ from nni_robust.evaluation import evaluate
 from nni_robust.flops import count_flops, count_params, search_width
 from nni_robust.reward import robust_reward
 from nni_robust.spaces.dense_rob import DenseRobArch
+from nni_robust.strategies.differentiable import DifferentiableSearch, search_config
 from nni_robust.strategies.multishot import MultiShotEvaluator, supernet_path
-from nni_robust.strategies.networks import build_network, layout_of
+from nni_robust.strategies.networks import arch_from_json, build_network, layout_of, space_name
 from nni_robust.strategies.settings import TrialSettings
 from nni_robust.tb import summary_writer
 from nni_robust.training import AdversarialTrainer
 
 __all__ = ["train_supernet", "evaluate_architecture", "train_final", "evaluate_checkpoint",
-           "Reporter"]
+           "differentiable_search", "Reporter"]
 
 logger = logging.getLogger(__name__)
 
@@ -164,10 +167,13 @@ def _attacks(specs: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     return attacks
 
 
-def train_final(settings: TrialSettings, arch: DenseRobArch, out_dir: str | Path, *,
+def train_final(settings: TrialSettings, arch: Any, out_dir: str | Path, *,
                 target_mflops: float | None = None, init_channels: int | None = None,
                 reporter: Reporter | None = None, tb_dir: str | Path | None = None) -> dict[str, Any]:
     """Widen ``arch`` to the target FLOPs, train it adversarially and evaluate it.
+
+    ``arch`` is an architecture of ``settings.space`` (a :class:`DenseRobArch`, or a
+    ``DartsArch`` for the ``darts``/``dsara`` spaces).
 
     The width is ``c(alpha) = argmin_c |FLOPs(Aug(alpha, c)) - C_T|`` (MSRobNet
     Eq. 2) unless ``init_channels`` is given. Training uses ``settings.final.train``
@@ -234,8 +240,9 @@ def evaluate_checkpoint(settings: TrialSettings, model_path: str | Path, *,
     state = load_checkpoint(model_path)
     device = resolve_device(settings.device)
     splits = _data(settings, "final")
-    arch = DenseRobArch.from_json(state["arch"])
-    model = build_network(arch, width=state["init_channels"], info=splits.info, space=state.get("space", settings.space))
+    space = state.get("space", settings.space)
+    arch = arch_from_json(state["arch"], space)
+    model = build_network(arch, width=state["init_channels"], info=splits.info, space=space)
     model.load_state_dict(state["model"])
     n_test = settings.final.eval_images or int(splits.val[1].shape[0])
     loader = TensorLoader(splits.val[0][:n_test], splits.val[1][:n_test],
@@ -244,3 +251,78 @@ def evaluate_checkpoint(settings: TrialSettings, model_path: str | Path, *,
     if out_dir is not None:
         _write_json(Path(out_dir) / "evaluation.json", acc)
     return acc
+
+
+# --------------------------------------------------------------------------- differentiable search
+
+def differentiable_search(settings: TrialSettings, method: str, method_args: Mapping[str, Any], *,
+                          search_dir: str | Path, out_dir: str | Path | None = None,
+                          tb_dir: str | Path | None = None, reporter: Reporter | None = None) -> dict[str, Any]:
+    """Run a whole DSARA or RNAS search (one trial) and derive its architecture.
+
+    The supernet of ``settings.space`` (``darts`` or ``dsara``) with the method's
+    ``init_channels`` is searched on the search split of ``settings.dataset``
+    (weights on ``train``, architecture on ``val``: set ``settings.val_fraction``
+    to 0.5 for DARTS's half-and-half split) by
+    :class:`nni_robust.strategies.differentiable.DifferentiableSearch`. Every
+    epoch is reported to ``reporter`` and TensorBoard and checkpointed to
+    ``search_dir/checkpoint.pt`` (a rerun resumes). At the end the derived
+    architecture is written to ``search_dir/architecture.json`` (the format
+    the ``final`` task and ``nni-robust train`` read) and the summary to
+    ``search_dir/search_result.json`` (and ``out_dir/search_result.json``).
+
+    Returns:
+        The last epoch's metrics (``default``: its robust reward of the
+        validation accuracies), ``epochs``, ``seconds``, ``arch`` (JSON),
+        ``architecture_path``, ``history``, ``config`` and ``space``.
+    """
+    config = search_config(method, method_args)
+    if config.seed is None:
+        config = config.replace(seed=settings.seed)
+    if space_name(settings.space) not in ("darts", "dsara"):
+        raise ConfigError(f"A differentiable search needs settings.space with name 'darts' or 'dsara', but got "
+                          f"{dict(settings.space)!r}.")
+    device = resolve_device(settings.device)
+    splits = _data(settings, "search")
+    info = splits.info
+    search_dir = Path(search_dir)
+    search_dir.mkdir(parents=True, exist_ok=True)
+    seed = config.seed
+    torch.manual_seed(seed)  # the supernet's initial weights and alpha
+    model = build_network(None, width=config.init_channels, info=info, space=settings.space)
+    common = dict(batch_size=config.batch_size, shuffle=True, augment=config.augment, device=device,
+                  drop_last=True, flip=info.flip, channels_last=config.channels_last)
+    train_loader = TensorLoader(*splits.train, seed=seed, max_images=config.max_train, **common)
+    val_loader = TensorLoader(*splits.val, seed=seed + 1, max_images=config.max_val, **common)
+    eval_loader = None
+    if config.eval_images != 0:
+        n_eval = min(config.eval_images or len(splits.val[1]), len(splits.val[1]))
+        eval_loader = TensorLoader(splits.val[0][:n_eval], splits.val[1][:n_eval], batch_size=config.eval_batch_size,
+                                   shuffle=False, device=device, channels_last=config.channels_last)
+    writer = summary_writer(tb_dir)
+    try:
+        search = DifferentiableSearch(model, config, device=device, checkpoint_path=search_dir / "checkpoint.pt",
+                                      writer=writer, reporter=reporter, log_every=50)
+        start = time.perf_counter()
+        history = search.fit(train_loader, val_loader, eval_loader)
+        seconds = time.perf_counter() - start
+        arch = search.derive()
+        writer.add_text("search/architecture", arch.to_json(indent=2).replace("\n", "  \n"), search.epoch)
+    finally:
+        writer.close()
+    arch_path = search_dir / "architecture.json"
+    arch_path.write_text(arch.to_json(indent=2))
+    with (search_dir / "architectures.jsonl").open("w") as fh:  # one per epoch (DSARA Sec. 4.3)
+        for metrics, arch_json in zip(history, search.architectures):
+            row = {k: metrics[k] for k in ("epoch", "stage", "val_clean_acc", "val_adv_acc", "default") if k in metrics}
+            fh.write(json.dumps({**row, "arch": json.loads(arch_json)}, sort_keys=True) + "\n")
+    last = dict(history[-1]) if history else {}
+    last.setdefault("default", float(last.get("arch_acc_adv", last.get("arch_acc_nat", 0.0))))
+    result = {**last, "epochs": float(search.epoch), "seconds": seconds, "arch": arch.to_json(),
+              "architecture_path": str(arch_path), "history": history, "config": search.config.to_dict(),
+              "space": dict(settings.space), "dataset": info.name}
+    _write_json(search_dir / "search_result.json", result)
+    if out_dir is not None:
+        _write_json(Path(out_dir) / "search_result.json", result)
+    logger.info("%s search done (%d epochs, %.0f s): %s", method, search.epoch, seconds, arch)
+    return result
