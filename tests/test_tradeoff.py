@@ -53,19 +53,25 @@ def test_load_search_needs_a_bridge_experiment(tmp_path):
         tradeoff.parse_assignments(["lam"], "--map")
 
 
-def test_tradeoff_yamls_are_valid_and_name_a_valid_search():
-    for name in ("tradeoff-msrobnet-quick.yml", "tradeoff-msrobnet.yml"):
-        path = ROOT / "experiments" / name
-        check_experiment(path)
-        data = yaml.safe_load(path.read_text())
-        command = data["trialCommand"].split()
-        search = command[command.index("--search") + 1]
-        base = tradeoff.load_search(path.parent / search)
-        assert "nni_robust.trial.tradeoff" in data["trialCommand"]
-        keys = [o["key"] for o in data["tuner"]["classArgs"]["objectives"]]
-        assert keys == ["acc_clean", "acc_pgd20"]
-        assert set(data["searchSpace"]) == {"lam"} and "--map lam=settings.evaluation.lam" in data["trialCommand"]
-        assert base["strategy_args"].get("final", True) is True
+@pytest.mark.parametrize("name, lam_path", [
+    ("tradeoff-msrobnet-quick.yml", "settings.evaluation.lam"),
+    ("tradeoff-msrobnet.yml", "settings.evaluation.lam"),
+    ("tradeoff-rnas-quick.yml", "strategy_args.method_args.lam"),
+    ("tradeoff-rnas.yml", "strategy_args.method_args.lam"),
+])
+def test_tradeoff_yamls_are_valid_and_name_a_valid_search(name, lam_path):
+    path = ROOT / "experiments" / name
+    data = yaml.safe_load(path.read_text())
+    command = data["trialCommand"].split()
+    search = command[command.index("--search") + 1]
+    base = tradeoff.load_search(path.parent / search)
+    assert "nni_robust.trial.tradeoff" in data["trialCommand"]
+    keys = [o["key"] for o in data["tuner"]["classArgs"]["objectives"]]
+    assert keys == ["acc_clean", "acc_pgd20"]
+    assert set(data["searchSpace"]) == {"lam"} and f"--map lam={lam_path}" in data["trialCommand"]
+    assert base["strategy_args"].get("final", True) is True
+    summary = check_experiment(path)
+    assert summary["tradeoff_search"] == base["strategy"]
 
 
 class FakeTasks:
