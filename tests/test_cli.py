@@ -53,3 +53,32 @@ def test_missing_dataset_names_the_folder(capsys, tmp_path):
                  "--data-root", str(tmp_path / "nodata"), "-o", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "nodata" in err and "cifar-10-batches-py" in err
+
+
+def test_profile_and_train_take_darts_architectures_and_exports(capsys, tmp_path):
+    """A DARTS/DSARA architecture (own JSON, or a differentiable search's export) builds in its space."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_darts_spaces import DARTS_V2
+
+    from nni_robust.spaces.darts import DartsArch
+
+    arch = DartsArch.from_darts_genotype(DARTS_V2)
+    own = tmp_path / "arch.json"
+    own.write_text(arch.to_json())
+    assert main(["profile", str(own), "--width", "36", "--space", '{"name": "darts", "num_cells": 20}']) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["params_M"] == pytest.approx(3.349, abs=0.01)  # DARTS_V2's published size (no auxiliary head)
+    export = tmp_path / "best_architecture.json"
+    export.write_text(json.dumps({"arch": json.loads(arch.to_json()), "method": "rnas",
+                                  "final_space": {"name": "darts", "num_cells": 20}}))
+    assert main(["profile", str(export), "--width", "36"]) == 0
+    assert json.loads(capsys.readouterr().out)["params_M"] == pytest.approx(3.349, abs=0.01)
+    small = tmp_path / "small.json"
+    small.write_text(json.dumps({"arch": json.loads(arch.to_json()), "final_space": {"name": "darts", "num_cells": 3}}))
+    assert main(["train", str(small), "--init-channels", "2", "--dataset", "digits", "--device", "cpu",
+                 "--epochs", "1", "--batch-size", "256", "--eval-images", "16", "-o", str(tmp_path / "run")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["init_channels"] == 2 and set(report["accuracy"]) >= {"clean", "pgd20"}

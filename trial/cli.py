@@ -27,20 +27,57 @@ logger = logging.getLogger("nni_robust.cli")
 
 
 def _load_arch(spec: str):
-    """An architecture from a JSON file, a JSON string or a preset name."""
-    from nni_robust.spaces.dense_rob import DenseRobArch
+    """An architecture from a JSON file, a JSON string or a preset name.
+
+    Accepts an architecture's own JSON (dense robust cell or DARTS/DSARA, told
+    apart by its ``space`` key) and a search's export ``best_architecture.json``
+    (``{"arch": ..., "final_space": ...}``).
+
+    Returns:
+        (architecture, preset or None, the space dict the file names or None).
+    """
+    from nni_robust.errors import ArchitectureError
     from nni_robust.spaces.presets import get_preset, list_presets
+    from nni_robust.strategies.networks import arch_from_json
 
     path = Path(spec)
-    if path.exists():
-        return DenseRobArch.from_json(path.read_text()), None
-    if spec.lstrip().startswith("{"):
-        return DenseRobArch.from_json(spec), None
-    if spec in list_presets():
-        preset = get_preset(spec)
-        return preset.arch, preset
-    get_preset(spec)  # raises a ConfigError listing close names
-    raise AssertionError("unreachable")
+    text = path.read_text() if path.exists() else spec if spec.lstrip().startswith("{") else None
+    if text is None:
+        if spec in list_presets():
+            preset = get_preset(spec)
+            return preset.arch, preset, None
+        get_preset(spec)  # raises a ConfigError listing close names
+        raise AssertionError("unreachable")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ArchitectureError(f"{spec if path.exists() else 'the architecture'} is not valid JSON: {exc}") from exc
+    space = None
+    if isinstance(data, dict) and isinstance(data.get("arch"), (dict, str)):  # a search's export
+        space = data.get("final_space") or data.get("space")
+        data = data["arch"]
+        if isinstance(data, str):
+            data = json.loads(data)
+    kind = data.get("space", "dense_rob") if isinstance(data, dict) else "dense_rob"
+    if space is None and kind != "dense_rob":
+        space = {"name": kind}
+    return arch_from_json(data, space or {}), None, space
+
+
+def _space_for(arch, space_hint, settings_space):
+    """The space to build ``arch`` in: the settings' when they are of its kind, else the file's."""
+    from nni_robust.strategies.networks import space_name
+
+    settings_space = dict(settings_space or {})
+    wanted = "dense_rob" if type(arch).__name__ == "DenseRobArch" else "darts"
+    have = space_name(settings_space)
+    if (have == "dense_rob") == (wanted == "dense_rob"):
+        return settings_space
+    if space_hint is None:
+        space_hint = {"name": wanted}
+    logger.info("The architecture is of space %r; building it in %s (the settings name %r).", wanted,
+                space_hint, have)
+    return dict(space_hint)
 
 
 def _settings(path: str | None, dataset: str | None, data_root: str | None, device: str | None):
@@ -63,10 +100,15 @@ def cmd_profile(ns: argparse.Namespace) -> int:
     from nni_robust.flops import count_flops, count_params, search_width
     from nni_robust.strategies.networks import build_network
 
-    arch, preset = _load_arch(ns.arch)
+    arch, preset, hint = _load_arch(ns.arch)
     check_choice("--dataset", ns.dataset, tuple(DATASETS))
     info = DATASETS[ns.dataset]
-    space = {"layout": ns.layout} if preset is None else preset.space_kwargs()
+    if ns.space:
+        space = json.loads(ns.space)
+    elif preset is not None:
+        space = preset.space_kwargs()
+    else:
+        space = _space_for(arch, hint, {"layout": ns.layout})
     input_size = (info.channels, info.size, info.size)
     if ns.target_mflops:
         width, _ = search_width(lambda c: build_network(arch, width=c, info=info, space=space),
@@ -100,14 +142,19 @@ def cmd_export(ns: argparse.Namespace) -> int:
 def cmd_train(ns: argparse.Namespace) -> int:
     from .tasks import train_final
 
-    arch, preset = _load_arch(ns.arch)
+    arch, preset, hint = _load_arch(ns.arch)
     settings = _settings(ns.config, ns.dataset, ns.data_root, ns.device)
+    space = _space_for(arch, hint, settings.space)
+    if space != dict(settings.space):
+        settings = settings.replace(space=space)
     if ns.epochs is not None or ns.batch_size is not None:
         import dataclasses
         train = settings.final.train
-        train = dataclasses.replace(train, **{k: v for k, v in
-                                              (("epochs", ns.epochs), ("batch_size", ns.batch_size))
-                                              if v is not None})
+        changes = {k: v for k, v in (("epochs", ns.epochs), ("batch_size", ns.batch_size)) if v is not None}
+        if ns.epochs is not None and train.milestones:  # the schedule keeps its shape: milestones scale
+            scaled = sorted({min(ns.epochs, max(1, round(m * ns.epochs / train.epochs))) for m in train.milestones})
+            changes["milestones"] = tuple(scaled)
+        train = dataclasses.replace(train, **changes)
         settings = dataclasses.replace(settings, final=dataclasses.replace(settings.final, train=train))
     if ns.eval_images is not None:
         import dataclasses
@@ -195,7 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("arch", help="architecture JSON file, JSON string, or preset name")
     p.add_argument("--width", type=int, help="init channels (default: the preset's, else 36)")
     p.add_argument("--target-mflops", type=float, help="widen to this many MFLOPs (Eq. 2)")
-    p.add_argument("--layout", default="cellwise", help="layout of a non-preset architecture")
+    p.add_argument("--layout", default="cellwise", help="layout of a non-preset dense-robust architecture")
+    p.add_argument("--space", help='space dict as JSON, e.g. \'{"name": "darts", "num_cells": 20}\' '
+                   "(default: the file's final_space, or the architecture's kind)")
     p.add_argument("--dataset", default="cifar10")
     p.set_defaults(func=cmd_profile)
 
@@ -214,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("arch", help="architecture JSON file, JSON string, or preset name")
             p.add_argument("--target-mflops", type=float, help="target FLOPs C_T in MFLOPs (Eq. 2)")
             p.add_argument("--init-channels", type=int, help="use this width instead of a target")
-            p.add_argument("--epochs", type=int, help="override final.train.epochs")
+            p.add_argument("--epochs", type=int, help="override final.train.epochs (milestones scale with it)")
             p.add_argument("--batch-size", type=int, help="override final.train.batch_size")
             p.add_argument("-o", "--output", required=True, help="output folder (report, model, TensorBoard)")
         else:
