@@ -19,6 +19,20 @@ import pytest
 import torch
 from torch import nn
 
+# --------------------------------------------------------------------------- threads
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """The tests' networks are tiny: on 2 cores, one intra-op thread is several times faster than
+    two (OpenMP overhead dominates 8x8 tensors), and far faster when other jobs load the cores.
+    nnictl trials get the same through ``OMP_NUM_THREADS=1`` in the quick YAMLs' trialCommand."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 # --------------------------------------------------------------------------- datasets
 
 

@@ -30,14 +30,6 @@ DSARA_SPACE = {"name": "dsara", "num_cells": 4, "primitives": ["skip_connect", "
 TINY = dict(init_channels=2, batch_size=8, eval_images=16, eval_batch_size=16, steps=1)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These networks are tiny: one thread is faster, and far faster when other jobs load the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def digits():
