@@ -20,14 +20,15 @@ import os
 import random
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import torch
 
 from .errors import CheckpointError
 
-__all__ = ["save_checkpoint", "load_checkpoint", "capture_rng_state", "restore_rng_state"]
+__all__ = ["save_checkpoint", "load_checkpoint", "capture_rng_state", "restore_rng_state",
+           "check_run_checkpoint"]
 
 logger = logging.getLogger(__name__)
 
@@ -159,3 +160,33 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", *,
         raise CheckpointError(f"Checkpoint {path.resolve()} holds a {type(data).__name__}, "
                               "not the dict save_checkpoint writes.")
     return data
+
+
+def check_run_checkpoint(path: str | os.PathLike, ckpt: Mapping[str, Any], *, fmt: str, writer: str,
+                         current: Mapping[str, Any], defaults: Mapping[str, Any] | None = None,
+                         what: str = "run") -> None:
+    """Check that a loaded checkpoint is a ``fmt`` one of a run with the settings ``current``.
+
+    Args:
+        path: where it was loaded from (for the message).
+        ckpt: the loaded checkpoint, with ``format`` and ``config`` (a dict of settings).
+        fmt: the expected ``format``.
+        writer: who writes that format (for the message), e.g. ``"AdversarialTrainer"``.
+        current: this run's settings, as a plain dict.
+        defaults: values of settings that a checkpoint older than them lacks.
+        what: what a run is called in the message (``run``, ``search``).
+
+    Raises:
+        CheckpointError: another format, or settings that differ (each named, with both values).
+    """
+    path = Path(path)
+    if ckpt.get("format") != fmt:
+        raise CheckpointError(f"Checkpoint {path.resolve()} was not written by {writer} "
+                              f"(format {ckpt.get('format')!r}, expected {fmt!r}).")
+    saved = {**dict(defaults or {}), **dict(ckpt.get("config") or {})}
+    diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+    if diff:
+        raise CheckpointError(
+            f"Checkpoint {path.resolve()} belongs to a {what} with other settings: "
+            + ", ".join(f"{k}: {saved.get(k)!r} there, {current.get(k)!r} here" for k in diff)
+            + ". Delete it or use another checkpoint path to start afresh.")

@@ -56,7 +56,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attacks import Attack, build_attack
-from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from .checkpoint import (capture_rng_state, check_run_checkpoint, load_checkpoint, restore_rng_state,
+                         save_checkpoint)
 from .config import check_choice, check_range, from_dict
 from .data import cutout
 from .device import autocast_context, resolve_device
@@ -394,21 +395,13 @@ class AdversarialTrainer:
     # -- checkpoints ------------------------------------------------------------
     def _load(self, path: Path) -> None:
         ckpt = load_checkpoint(path, map_location="cpu")
-        if ckpt.get("format") != _CHECKPOINT_FORMAT:
-            raise CheckpointError(f"Checkpoint {path.resolve()} was not written by AdversarialTrainer "
-                                  f"(format {ckpt.get('format')!r}, expected {_CHECKPOINT_FORMAT!r}).")
-        saved = dict(ckpt["config"])
+        saved = dict(ckpt.get("config") or {})
         if self._seed_drawn and isinstance(saved.get("seed"), int):
             self.config = self.config.replace(seed=saved["seed"])  # continue the saved run's seed
-        current = self.config.to_dict()
-        for f in dataclasses.fields(TrainConfig):  # a checkpoint older than a field has its default
-            saved.setdefault(f.name, f.default)
-        diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
-        if diff:
-            raise CheckpointError(
-                f"Checkpoint {path.resolve()} belongs to a run with other settings: "
-                + ", ".join(f"{k}: {saved.get(k)!r} there, {current.get(k)!r} here" for k in diff)
-                + ". Delete it or use another checkpoint_path to start afresh.")
+        # a checkpoint older than a setting has the setting's default
+        check_run_checkpoint(path, ckpt, fmt=_CHECKPOINT_FORMAT, writer="AdversarialTrainer",
+                             current=self.config.to_dict(),
+                             defaults={f.name: f.default for f in dataclasses.fields(TrainConfig)})
         try:
             self.model.load_state_dict(ckpt["model"])
             self.optimizer.load_state_dict(ckpt["optimizer"])

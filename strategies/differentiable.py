@@ -82,7 +82,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from nni_robust.attacks import Attack, build_attack
-from nni_robust.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from nni_robust.checkpoint import (capture_rng_state, check_run_checkpoint, load_checkpoint, restore_rng_state,
+                                   save_checkpoint)
 from nni_robust.config import check_choice, check_range, from_dict
 from nni_robust.device import autocast_context, resolve_device
 from nni_robust.errors import CheckpointError, ConfigError, NniRobustError
@@ -834,20 +835,12 @@ class DifferentiableSearch:
     # ------------------------------------------------------------------ checkpoints
     def _load(self, path: Path) -> None:
         ckpt = load_checkpoint(path, map_location="cpu")
-        if ckpt.get("format") != _CHECKPOINT_FORMAT:
-            raise CheckpointError(f"Checkpoint {path.resolve()} was not written by DifferentiableSearch "
-                                  f"(format {ckpt.get('format')!r}, expected {_CHECKPOINT_FORMAT!r}).")
-        saved = dict(ckpt["config"])
+        saved = dict(ckpt.get("config") or {})
         if self._seed_drawn and _is_int(saved.get("seed")):
             self.config = self.config.replace(seed=int(saved["seed"]))
             self.method = build_method(self.config)
-        current = self.config.to_dict()
-        diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
-        if diff:
-            raise CheckpointError(
-                f"Checkpoint {path.resolve()} belongs to a search with other settings: "
-                + ", ".join(f"{k}: {saved.get(k)!r} there, {current.get(k)!r} here" for k in diff)
-                + ". Delete it or use another checkpoint path to start afresh.")
+        check_run_checkpoint(path, ckpt, fmt=_CHECKPOINT_FORMAT, writer="DifferentiableSearch",
+                             current=self.config.to_dict(), what="search")
         try:
             self.model.load_state_dict(ckpt["model"])
             with torch.no_grad():
