@@ -615,6 +615,7 @@ class OptunaTuner(Tuner):
         self.search_space: dict[str, MappedParameter] = {}
         self._distributions: dict[str, Any] = {}
         self._live: dict[int, _Live] = {}
+        self._generated: set[int] = set()  # parameter ids answered in this session
         self._lock = threading.RLock()  # guards the study (storage) and the bookkeeping
         self._report_lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
@@ -712,14 +713,16 @@ class OptunaTuner(Tuner):
             if self.experiment_id is not None:
                 trial.set_user_attr("nni_experiment_id", self.experiment_id)
             self._live[parameter_id] = _Live(trial, params)
+            self._generated.add(int(parameter_id))
         _logger.debug("Parameter id %s -> trial %d: %s", parameter_id, trial.number, params)
         return params
 
-    @staticmethod
-    def _nni_budget_spent() -> bool:
-        """Whether the running NNI experiment has as many trials as its ``maxTrialNumber`` (REST).
+    def _nni_budget_spent(self) -> bool:
+        """Whether the running NNI experiment has its ``maxTrialNumber`` trials already (REST).
 
-        False outside NNI, without a ``maxTrialNumber``, or when NNI cannot be asked.
+        Counts NNI's trial jobs plus the parameters this tuner answered that are
+        not a job yet (NNI queues them until a slot frees). False outside NNI,
+        without a ``maxTrialNumber``, or when NNI cannot be asked.
         """
         from .bridge import _rest, _rest_base
 
@@ -729,10 +732,20 @@ class OptunaTuner(Tuner):
             limit = (_rest("GET", "/experiment").get("params") or {}).get("maxTrialNumber")
             if limit is None:
                 return False
-            return len(_rest("GET", "/trial-jobs") or []) >= int(limit)
+            jobs = _rest("GET", "/trial-jobs") or []
         except Exception as exc:  # pylint: disable=broad-except
             _logger.debug("Could not read the trial budget from NNI: %r", exc)
             return False
+        seen: set[int] = set()
+        for job in jobs:
+            for hp in job.get("hyperParameters") or []:
+                try:
+                    seen.add(int((json.loads(hp) if isinstance(hp, str) else hp)["parameter_id"]))
+                except (TypeError, ValueError, KeyError):
+                    continue
+        with self._lock:
+            queued = len(self._generated - seen)
+        return len(jobs) + queued >= int(limit)
 
     def receive_trial_result(self, parameter_id: int, parameters: Any, value: Any, **kwargs: Any) -> None:
         """Tell the trial of ``parameter_id`` its objective values (or FAIL when they are missing)."""

@@ -362,7 +362,10 @@ def test_no_trial_is_asked_beyond_the_experiments_max_trial_number(tmp_path, mon
 
     import nni
 
-    state = {"jobs": [{"trialJobId": "a"}, {"trialJobId": "b"}], "max": 3}
+    def job(name, pid):
+        return {"trialJobId": name, "hyperParameters": [json.dumps({"parameter_id": pid, "parameters": {}})]}
+
+    state = {"jobs": [job("a", 100), job("b", 101)], "max": 4}
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802
@@ -383,12 +386,15 @@ def test_no_trial_is_asked_beyond_the_experiments_max_trial_number(tmp_path, mon
         monkeypatch.setenv("NNI_TUNER_COMMAND_CHANNEL", f"ws://127.0.0.1:{server.server_port}/tuner")
         tuner = OptunaTuner(objectives=TWO, seed=0, work_dir=tmp_path, study_name="budget")
         tuner.update_search_space(SPACE)
-        assert set(tuner.generate_parameters(0)) == {"x0", "x1", "kind"}  # 2 jobs < 3
-        state["jobs"].append({"trialJobId": "c"})
-        with pytest.raises(nni.NoMoreTrialError):
+        assert set(tuner.generate_parameters(0)) == {"x0", "x1", "kind"}  # 2 jobs < 4
+        assert set(tuner.generate_parameters(1)) == {"x0", "x1", "kind"}  # 2 jobs + 1 queued < 4
+        with pytest.raises(nni.NoMoreTrialError):  # 2 jobs + 2 queued (not yet jobs)
+            tuner.generate_parameters(5)
+        state["jobs"] += [job("c", 0), job("d", 1)]
+        with pytest.raises(nni.NoMoreTrialError):  # 4 jobs
             tuner.generate_parameters(1)
         assert tuner.generate_multiple_parameters([1, 2]) == []  # NNI's default path: no parameters
-        assert len(load(tuner).get_trials()) == 1  # nothing asked of the study
+        assert len(load(tuner).get_trials()) == 2  # nothing more asked of the study
         state["max"] = None  # no limit: asks again
         assert set(tuner.generate_parameters(3)) == {"x0", "x1", "kind"}
         tuner.close()
