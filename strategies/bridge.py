@@ -150,12 +150,13 @@ from typing import Any, Callable, Iterable, Mapping
 import nni
 from nni.tuner import Tuner
 
-from nni_robust.errors import ConfigError
+from nni_robust.errors import ConfigError, NniRobustError
 from nni_robust.tb import search_work_dir
 
 __all__ = [
     "STRATEGIES", "SPACES", "PARAMETER_KEYS", "TrialTask", "with_task", "task_model", "StrategyTuner",
     "BridgeEngine", "TaskModel", "resolve", "build_space", "build_strategy", "run_in_process",
+    "run_jobs", "strategy_work_dir",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -1211,6 +1212,38 @@ class StrategyTuner(Tuner):
 
 
 # ---------------------------------------------------------------------- in-process driver
+def run_jobs(engine: Any, models: list[Any]) -> bool:
+    """Submit ``models`` to a strategy's ``engine`` as workers free up, and wait for those submitted.
+
+    Waiting happens inside the engine (``idle_worker_available`` and
+    ``wait_models``), where the bridge sees the strategy as parked and answers
+    NNI at once.
+
+    Returns:
+        Whether every model was submitted and has finished; False when the
+        engine's trial budget ran out or it shut down first (the caller keeps
+        what finished and stops, to be resumed later).
+    """
+    pending = list(models)
+    submitted = []
+    while pending and engine.budget_available():
+        if engine.idle_worker_available():
+            submitted.append(pending.pop(0))
+            engine.submit_models(submitted[-1])
+    engine.wait_models(*submitted)
+    return not pending and all(m.status.completed() for m in submitted)
+
+
+def strategy_work_dir(strategy: Any, work_dir: str | os.PathLike | None) -> Path:
+    """A strategy's work dir: its ``work_dir`` argument, else its bridge engine's (created)."""
+    base = work_dir or getattr(strategy.engine, "work_dir", None)
+    if base is None:
+        raise NniRobustError(f"{type(strategy).__name__} needs a work_dir (argument, or the bridge engine's).")
+    path = Path(base).expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def run_in_process(tuner: StrategyTuner, evaluate: Callable[[dict], Any], *, concurrency: int = 1,
                    max_trials: int, timeout: float = 120.0,
                    import_data: list[dict] | None = None) -> list[dict]:

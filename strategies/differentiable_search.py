@@ -39,7 +39,7 @@ from nni.nas.strategy.base import Strategy
 from nni_robust.config import check_choice
 from nni_robust.errors import ConfigError, NniRobustError
 
-from .bridge import TrialTask, task_model
+from .bridge import TrialTask, run_jobs, strategy_work_dir, task_model
 
 __all__ = ["DifferentiableStrategy", "FINAL_DEFAULTS", "export_architecture"]
 
@@ -134,12 +134,7 @@ class DifferentiableStrategy(Strategy):
     # ------------------------------------------------------------------ helpers
     @property
     def work_dir(self) -> Path:
-        base = self.work_dir_arg or getattr(self.engine, "work_dir", None)
-        if base is None:
-            raise NniRobustError("DifferentiableStrategy needs a work_dir (argument, or the bridge engine's).")
-        path = Path(base).expanduser()
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+        return strategy_work_dir(self, self.work_dir_arg)
 
     @property
     def search_dir(self) -> Path:
@@ -160,14 +155,8 @@ class DifferentiableStrategy(Strategy):
         return model_space
 
     def _run_job(self, job: Any) -> None:
-        while self.engine.budget_available():
-            if self.engine.idle_worker_available():
-                self.engine.submit_models(job)
-                self.engine.wait_models(job)
-                if not job.status.completed():
-                    raise _Interrupted()
-                return
-        raise _Interrupted()
+        if not run_jobs(self.engine, [job]):
+            raise _Interrupted()
 
     # ------------------------------------------------------------------ stages
     def _run(self) -> None:

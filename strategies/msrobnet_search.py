@@ -45,7 +45,7 @@ from nni_robust.config import check_choice
 from nni_robust.errors import ConfigError, NniRobustError
 
 from . import extrapolation
-from .bridge import TrialTask, task_model
+from .bridge import TrialTask, run_jobs, strategy_work_dir, task_model
 from .evolution import TournamentEvolution
 from .multishot import MODES, supernet_path
 
@@ -167,12 +167,7 @@ class MultiShotSearch(Strategy):
     # ------------------------------------------------------------------ helpers
     @property
     def work_dir(self) -> Path:
-        base = self.work_dir_arg or getattr(self.engine, "work_dir", None)
-        if base is None:
-            raise NniRobustError("MultiShotSearch needs a work_dir (argument, or the bridge engine's).")
-        path = Path(base)
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+        return strategy_work_dir(self, self.work_dir_arg)
 
     @property
     def supernets(self) -> Path:
@@ -189,25 +184,27 @@ class MultiShotSearch(Strategy):
                                       "supernet_dir": str(self.supernets)})
 
     def _run_jobs(self, models: list[ExecutableModelSpace]) -> bool:
-        """Submit ``models`` as workers free up and wait for those submitted.
+        """:func:`~.bridge.run_jobs` on this strategy's engine."""
+        return run_jobs(self.engine, models)
 
-        Waiting happens inside the engine (``idle_worker_available`` and
-        ``wait_models``), where the bridge sees the strategy as parked and answers
-        NNI at once.
+    def _evaluate(self, samples: list[Mapping[str, Any]]) -> None:
+        """Multi-shot evaluations of ``samples`` as trials; the finished ones are recorded.
 
-        Returns:
-            Whether every model was submitted and has finished; False when the
-            engine's trial budget ran out or it shut down first (the caller
-            keeps what finished and stops with :class:`_Interrupted`).
+        Raises:
+            _Interrupted: the engine ran out of budget or shut down first.
         """
-        pending = list(models)
-        submitted = []
-        while pending and self.engine.budget_available():
-            if self.engine.idle_worker_available():
-                submitted.append(pending.pop(0))
-                self.engine.submit_models(submitted[-1])
-        self.engine.wait_models(*submitted)
-        return not pending and all(m.status.completed() for m in submitted)
+        task = self._eval_task()
+        models = []
+        for s in samples:
+            m = self.model_space.freeze(dict(s))
+            m.trial_task = task
+            models.append(m)
+        complete = self._run_jobs(models)
+        for s, m in zip(samples, models):
+            if m.status.completed():
+                self._record(s, m)
+        if not complete:
+            raise _Interrupted()
 
     def _random_sample(self) -> dict[str, Any]:
         return {label: self._rng.choice(list(m.values))
@@ -267,18 +264,7 @@ class MultiShotSearch(Strategy):
             if key not in done:
                 done.add(key)
                 samples.append(s)
-        task = self._eval_task()
-        models = []
-        for s in samples:
-            m = self.model_space.freeze(s)
-            m.trial_task = task
-            models.append(m)
-        complete = self._run_jobs(models)
-        for s, m in zip(samples, models):
-            if m.status.completed():
-                self._record(s, m)
-        if not complete:
-            raise _Interrupted()
+        self._evaluate(samples)
 
     def _record(self, sample: Mapping[str, Any], model: ExecutableModelSpace,
                 status: ModelStatus | None = None) -> None:

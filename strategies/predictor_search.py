@@ -63,7 +63,7 @@ import numpy as np
 from nni_robust.config import check_choice
 from nni_robust.errors import CheckpointError, ConfigError, NniRobustError
 
-from .msrobnet_search import MultiShotSearch, _Interrupted
+from .msrobnet_search import MultiShotSearch
 
 __all__ = ["PredictorSearch", "inner_search"]
 
@@ -419,20 +419,8 @@ class PredictorSearch(MultiShotSearch):
         """Alg. 1 line 24: multi-shot evaluation trials of the picks not evaluated yet."""
         done = {_key(r["sample"]) for r in self._records}
         samples = [p["sample"] for p in self._picks or [] if _key(p["sample"]) not in done]
-        if not samples:
-            return
-        task = self._eval_task()
-        models = []
-        for s in samples:
-            m = self.model_space.freeze(dict(s))
-            m.trial_task = task
-            models.append(m)
-        complete = self._run_jobs(models)
-        for s, m in zip(samples, models):
-            if m.status.completed():
-                self._record(s, m)
-        if not complete:
-            raise _Interrupted()
+        if samples:
+            self._evaluate(samples)
 
     def _finish_stage(self, stage: int, writer: Any) -> None:
         """Quality of the untuned predictor on the picks, then Alg. 1 line 25 (tuning)."""

@@ -234,7 +234,6 @@ def _follow(exp_id: str, port: int, data: Mapping[str, Any], exp_dir: Path, *, t
     start = time.monotonic()
     status: dict[str, Any] = {}
     ended_states = ("SUCCEEDED", "FAILED", "USER_CANCELED", "SYS_CANCELED", "EARLY_STOPPED")
-    stop = not keep
     try:
         while True:
             try:
@@ -251,7 +250,6 @@ def _follow(exp_id: str, port: int, data: Mapping[str, Any], exp_dir: Path, *, t
                     jobs = []
                 if stop_after is not None and sum(j.get("status") in ended_states for j in jobs) >= stop_after:
                     status = {**status, "status": "STOPPED"}
-                    stop = True
                     break
                 if st == "NO_MORE_TRIAL" and jobs and all(
                         j.get("status") not in ("RUNNING", "WAITING", "UNKNOWN") for j in jobs):
@@ -266,7 +264,7 @@ def _follow(exp_id: str, port: int, data: Mapping[str, Any], exp_dir: Path, *, t
         except (urllib.error.URLError, OSError):
             jobs, metrics = [], []
     finally:
-        if stop or status.get("status") == "TIMEOUT":
+        if not keep or status.get("status") in ("TIMEOUT", "STOPPED"):  # (stopping a stopped one is a no-op)
             stop_experiment(exp_id)
     trials = []
     for job in jobs:

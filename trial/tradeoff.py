@@ -347,12 +347,9 @@ def _some_value(name: str, spec: Any) -> Any:
     if not isinstance(spec, Mapping) or "_value" not in spec:
         raise ConfigError(f"search space entry {name!r} must be {{_type, _value}}, but got {spec!r}.")
     values = spec["_value"]
-    kind = spec.get("_type", "choice")
-    if kind == "choice":
-        return values[0]
-    if kind in ("normal", "qnormal", "lognormal", "qlognormal"):
-        return values[0]
-    return (values[0] + values[1]) / 2 if kind not in ("randint",) else values[0]
+    if spec.get("_type", "choice") in ("choice", "randint", "normal", "qnormal", "lognormal", "qlognormal"):
+        return values[0]  # a choice, the lower bound, the mean
+    return (values[0] + values[1]) / 2  # the middle of a range
 
 
 def _parser() -> argparse.ArgumentParser:
