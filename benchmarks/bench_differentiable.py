@@ -5,7 +5,7 @@ epoch it runs (DSARA: stage 1 and stage 2; RNAS: weight-only warm-up and
 search epochs), one warm-up pass of ``--warmup-iterations`` iterations, then
 ``--iterations`` timed iterations (one weight step and, where the epoch has
 one, one architecture step each) of
-:class:`nni_robust.strategies.differentiable.DifferentiableSearch`. The
+:class:`nni_robust.strategies.differentiable.bilevel.DifferentiableSearch`. The
 per-epoch evaluation is not timed (it is a setting, ``eval_images``). From
 the seconds per iteration it reports the seconds per epoch (iterations per
 epoch = training images // batch) and the projected time of the whole search
@@ -28,8 +28,6 @@ Examples::
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -38,9 +36,11 @@ import torch
 import yaml
 
 from nni_robust.data import DatasetInfo, TensorLoader, load_dataset
-from nni_robust.device import resolve_device
-from nni_robust.strategies.differentiable import DifferentiableSearch, search_config
+from nni_robust.strategies.differentiable.bilevel import DifferentiableSearch
+from nni_robust.strategies.differentiable.methods import search_config
 from nni_robust.strategies.networks import build_network
+
+from benchlib import bench_parser, emit, setup
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -131,26 +131,20 @@ def bench(name: str, *, preset: dict, device: torch.device, iterations: int | No
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = bench_parser(__doc__, device=None, threads=None)  # defaults: the preset's
     p.add_argument("--preset", choices=sorted(PRESETS), default="quick")
-    p.add_argument("--device", default=None, help="default: cpu for quick, auto for paper")
     p.add_argument("--methods", nargs="+", choices=sorted(METHODS), default=list(METHODS))
     p.add_argument("--iterations", type=int, help="timed iterations per epoch kind (default: the preset's)")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: the preset's)")
     ns = p.parse_args(argv)
     preset = dict(PRESETS[ns.preset])
-    threads = ns.threads or preset["threads"]
-    if threads:
-        torch.set_num_threads(threads)
-    device = resolve_device(ns.device or ("cpu" if ns.preset == "quick" else "auto"))
-    out = {"preset": ns.preset, "device": str(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
-           "autocast": preset["autocast"], "channels_last": preset["channels_last"], "methods": {}}
-    if device.type == "cuda":
-        out["gpu"] = torch.cuda.get_device_name(device)
+    ns.threads = ns.threads if ns.threads is not None else preset["threads"]
+    device = setup(ns, device="cpu" if ns.preset == "quick" else "auto")
+    out = {"preset": ns.preset, "device": str(device), "autocast": preset["autocast"],
+           "channels_last": preset["channels_last"], "methods": {}}
     for name in ns.methods:
         out["methods"][name] = bench(name, preset=preset, device=device,
                                      iterations=ns.iterations or preset["iterations"])
-    print(json.dumps(out, indent=2))
+    emit(out, ns)
     return 0
 
 

@@ -28,7 +28,6 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import statistics
 import sys
@@ -37,12 +36,13 @@ import time
 import torch
 
 from nni_robust.data import DatasetInfo, TensorLoader, load_dataset
-from nni_robust.device import resolve_device
 from nni_robust.spaces.dense_rob import DenseRobArch
-from nni_robust.strategies.multishot import MultiShotEvaluator
+from nni_robust.strategies.msrobnet.multishot import MultiShotEvaluator
 from nni_robust.strategies.networks import build_network, layout_of
 from nni_robust.strategies.settings import EvalSettings
 from nni_robust.training import AdversarialTrainer, TrainConfig
+
+from benchlib import bench_parser, emit, setup
 
 PRESETS = {
     "cpu": dict(dataset="synthetic", layout="cellwise", target_mflops=1560.0, flops_unit=1e6, widths=[12, 24, 36], train_widths=[12, 24], calib_images=640,
@@ -123,9 +123,8 @@ def bench_multishot(widths, *, info, images, labels, calib: int, evaln: int, arc
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = bench_parser(__doc__, device="auto", threads=None)
     p.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
-    p.add_argument("--device", default="auto")
     p.add_argument("--widths", type=int, nargs="+")
     p.add_argument("--train-widths", type=int, nargs="+")
     p.add_argument("--calib-images", type=int)
@@ -135,7 +134,6 @@ def main(argv=None) -> int:
     p.add_argument("--layout", help="cell layout (default: the preset's)")
     p.add_argument("--autocast", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=False)
-    p.add_argument("--threads", type=int, help="torch CPU threads (tiny inputs run ~10x faster on 1 than on 2)")
     p.add_argument("--skip-train", action="store_true")
     p.add_argument("--skip-eval", action="store_true")
     ns = p.parse_args(argv)
@@ -143,16 +141,11 @@ def main(argv=None) -> int:
     for key in ("layout", "widths", "train_widths", "calib_images", "eval_images", "train_steps", "archs", "autocast"):
         if getattr(ns, key) is not None:
             cfg[key] = getattr(ns, key)
-    if ns.threads:
-        torch.set_num_threads(ns.threads)
-    device = resolve_device(ns.device)
+    device = setup(ns)
     space = {"layout": cfg["layout"]}
     n_needed = max(cfg["calib_images"] + cfg["eval_images"], cfg["batch"] * (cfg["train_steps"] + 3))
     images, labels, info = data(cfg["dataset"], n_needed)
-    out = {"preset": ns.preset, "device": str(device), "threads": torch.get_num_threads(),
-           "torch": torch.__version__, **{k: cfg[k] for k in cfg}}
-    if device.type == "cuda":
-        out["gpu"] = torch.cuda.get_device_name(device)
+    out = {"preset": ns.preset, "device": str(device), **{k: cfg[k] for k in cfg}}
     if not ns.skip_train:
         out["train_img_per_s"] = {}
         for w in cfg["train_widths"]:
@@ -169,7 +162,7 @@ def main(argv=None) -> int:
         out["multishot_s_per_arch"] = round(res["median_s"], 3)
         out["multishot_all_s"] = [round(s, 3) for s in res["all_s"]]
         print(f"multi-shot evaluation, K={len(cfg['widths'])}: {res['median_s']:.2f} s/arch", file=sys.stderr)
-    print(json.dumps(out, indent=2))
+    emit(out, ns)
     return 0
 
 

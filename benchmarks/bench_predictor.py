@@ -23,8 +23,6 @@ Examples::
 
 from __future__ import annotations
 
-import argparse
-import json
 import random
 import statistics
 import sys
@@ -33,10 +31,11 @@ import time
 import numpy as np
 import torch
 
-from nni_robust.device import resolve_device
 from nni_robust.spaces.dense_rob import DenseRobArch, Layout
-from nni_robust.strategies import predictor as P
-from nni_robust.strategies.predictor_search import inner_search
+from nni_robust.strategies.msrobnet import predictor as P
+from nni_robust.strategies.msrobnet.predictor_search import inner_search
+
+from benchlib import bench_parser, emit, setup
 
 
 def _synthetic_reward(ops: torch.Tensor) -> np.ndarray:
@@ -50,11 +49,8 @@ def _sync(device: torch.device) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = bench_parser(__doc__, device="cpu", threads=1)  # 1: the strategy's predictor_threads
     parser.add_argument("--layout", default="stagewise")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (default 1, the strategy's predictor_threads; 0: torch's default)")
     parser.add_argument("--num-random", type=int, default=200, help="N: initial training set")
     parser.add_argument("--picks", type=int, default=50, help="N_p")
     parser.add_argument("--pick-every", type=int, default=50, help="inner steps per pick")
@@ -67,9 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-initial", action="store_true", help="do not time the initial training")
     ns = parser.parse_args(argv)
-    if ns.threads:
-        torch.set_num_threads(ns.threads)
-    device = resolve_device(ns.device)
+    device = setup(ns)
     layout = Layout.from_name(ns.layout)
     rng = random.Random(0)
     archs = [DenseRobArch.random(layout, rng) for _ in range(max(ns.num_random, ns.batch, ns.single))]
@@ -132,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  scoring, batches of {ns.batch}:  {out[f'archs_per_s_batch{ns.batch}']:.0f} archs/s")
     print(f"  one stage: inner search {scored} scored in {inner_s:.1f} s ({out['inner_archs_per_s']:.0f}/s), "
           f"tuning on {len(picks)} picks x {ns.tune_epochs} epochs {tune_s:.1f} s; total {out['stage_s']:.1f} s")
-    print(json.dumps(out, sort_keys=True))
+    emit(out, ns, sort_keys=True, indent=None)
     return 0
 
 

@@ -15,6 +15,7 @@ these.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -27,7 +28,7 @@ import torch
 
 from .errors import CheckpointError
 
-__all__ = ["save_checkpoint", "load_checkpoint", "capture_rng_state", "restore_rng_state",
+__all__ = ["save_checkpoint", "write_json", "load_checkpoint", "capture_rng_state", "restore_rng_state",
            "check_run_checkpoint"]
 
 logger = logging.getLogger(__name__)
@@ -85,6 +86,16 @@ def restore_rng_state(state: dict[str, Any]) -> None:
             logger.warning("Checkpoint holds RNG states for %d CUDA devices but %d are available; "
                            "CUDA generators are not restored, so a resumed run may differ.",
                            len(cuda), available)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Atomically write ``obj`` as indented, key-sorted JSON to ``path`` (parent folders created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
+    tmp.replace(path)
+    return path
 
 
 def save_checkpoint(path: str | os.PathLike, **state: Any) -> Path:

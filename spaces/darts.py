@@ -43,7 +43,7 @@ import logging
 import random as _random
 import re
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -53,7 +53,9 @@ from nni_robust.config import check_keys
 from nni_robust.errors import ArchitectureError, ConfigError
 from nni_robust.models import Normalize
 
+from .nni_space import lazy_space_class
 from .ops import OPS, FactorizedReduce, ReLUConvBN, build_op
+from .registry import SpaceKind, register_space
 
 __all__ = [
     "PRIMITIVES",
@@ -74,7 +76,8 @@ __all__ = [
     "drop_path",
     "space_layout",
     "build_darts_space",
-    "SPACE_NAMES",
+    "register_layout_family",
+    "arch_from_sample",
     "SPACE_KEYS",
 ]
 
@@ -1127,12 +1130,39 @@ class DartsNetwork(nn.Module):
 
 # --------------------------------------------------------------------------- building from settings
 
-#: Space names :func:`build_darts_space` understands.
-SPACE_NAMES: tuple[str, ...] = ("darts", "dsara")
 _LAYOUT_KEYS = ("name", "num_cells", "placement", "filters", "primitives")
 _SUPERNET_KEYS = ("stem_multiplier", "pool_bn")
 _NETWORK_KEYS = ("stem_multiplier", "drop_path_prob", "auxiliary")
 SPACE_KEYS: tuple[str, ...] = tuple(dict.fromkeys(_LAYOUT_KEYS + _SUPERNET_KEYS + _NETWORK_KEYS))
+
+LayoutFamily = Callable[[Mapping[str, Any]], "tuple[DartsLayout, Sequence[str]]"]
+_FAMILIES: dict[str, LayoutFamily] = {}
+
+
+def register_layout_family(name: str, family: LayoutFamily) -> None:
+    """Let settings ``space`` dicts named ``name`` build DARTS-cell networks.
+
+    ``family(space)`` returns the :class:`DartsLayout` and the default
+    primitives of a settings dict (its keys are :data:`SPACE_KEYS`). The
+    DARTS space registers ``darts``; :mod:`.dsara` registers ``dsara`` the same way.
+    """
+    _FAMILIES[name] = family
+
+
+def _darts_family(space: Mapping[str, Any]) -> tuple[DartsLayout, Sequence[str]]:
+    placement = space.get("placement", ("normal",) * 3)
+    filters = space.get("filters", (1, 2, 4))
+    if isinstance(placement, str):
+        placement = tuple(placement.split("-"))
+    if isinstance(filters, str):
+        try:
+            filters = tuple(int(f) for f in filters.split("-"))
+        except ValueError:
+            raise ConfigError(f"filters must look like '1-2-4', but got {filters!r}.") from None
+    return DartsLayout.build(space.get("num_cells", 8), tuple(placement), tuple(filters)), PRIMITIVES
+
+
+register_layout_family("darts", _darts_family)
 
 
 def space_layout(space: Mapping[str, Any]) -> tuple[DartsLayout, tuple[str, ...]]:
@@ -1144,35 +1174,22 @@ def space_layout(space: Mapping[str, Any]) -> tuple[DartsLayout, tuple[str, ...]
     if not isinstance(space, Mapping):
         raise ConfigError(f"space must be a dict like {{'name': 'darts', 'num_cells': 8}}, but got {space!r}.")
     name = space.get("name")
-    if name not in SPACE_NAMES:
-        raise ConfigError(f"space name must be one of {list(SPACE_NAMES)}, but got {name!r}.")
-    check_keys(space, SPACE_KEYS, f"space {name!r}")
-    num_cells = space.get("num_cells", 8)
-    if name == "dsara":
-        from .dsara import DSARA_PRIMITIVES, dsara_layout
+    if name not in _FAMILIES:
+        from .registry import discover
 
-        layout = dsara_layout(num_cells, space.get("placement", "A-A-R"), space.get("filters", "1-2-2"))
-        prims = space.get("primitives", DSARA_PRIMITIVES)
-    else:
-        placement = space.get("placement", ("normal",) * 3)
-        filters = space.get("filters", (1, 2, 4))
-        if isinstance(placement, str):
-            placement = tuple(placement.split("-"))
-        if isinstance(filters, str):
-            try:
-                filters = tuple(int(f) for f in filters.split("-"))
-            except ValueError:
-                raise ConfigError(f"filters must look like '1-2-4', but got {filters!r}.") from None
-        layout = DartsLayout.build(num_cells, tuple(placement), tuple(filters))
-        prims = space.get("primitives", PRIMITIVES)
-    return layout, _check_primitives(prims)
+        discover()  # the other DARTS-cell spaces register their families on import
+    if name not in _FAMILIES:
+        raise ConfigError(f"space name must be one of {sorted(_FAMILIES)}, but got {name!r}.")
+    check_keys(space, SPACE_KEYS, f"space {name!r}")
+    layout, default_prims = _FAMILIES[name](space)
+    return layout, _check_primitives(space.get("primitives", default_prims))
 
 
 def build_darts_space(space: Mapping[str, Any], info: Any, init_channels: int,
                       arch: "DartsArch | Mapping[str, Any] | str | None" = None) -> nn.Module:
     """Build the supernet (``arch is None``) or a discrete network from a space settings dict.
 
-    Keys: ``name`` (``"darts"`` or ``"dsara"``), ``num_cells`` (8),
+    Keys: ``name`` (``"darts"``, or another registered family such as ``"dsara"``), ``num_cells`` (8),
     ``placement`` (DARTS: 3 cell type names, default ``normal`` x 3; DSARA:
     ``"A-A-R"``, see :func:`.dsara.dsara_layout`), ``filters`` (DARTS
     ``1-2-4``, DSARA ``1-2-2``), ``primitives`` (DARTS's 8; DSARA's 7, see
@@ -1207,21 +1224,8 @@ def build_darts_space(space: Mapping[str, Any], info: Any, init_channels: int,
 
 # --------------------------------------------------------------------------- NNI model space
 
-_SPACE_CLASS: type | None = None
-
-
-def _make_space_class() -> type:
-    """Define ``DartsSpace`` on first use (importing NNI takes seconds)."""
-    global _SPACE_CLASS
-    if _SPACE_CLASS is not None:
-        return _SPACE_CLASS
-
-    import nni
-    from nni.mutable import ensure_frozen
-    from nni.nas.nn.pytorch import ModelSpace
-    from nni.nas.space import model_context
-
-    class DartsSpace(ModelSpace):
+def _define_space(base: type) -> type:
+    class DartsSpace(base):
         """NNI 3.0 model space of DARTS cells: the labelled choices of :func:`darts_choices`.
 
         Per cell type and intermediate node one ``nni.choice`` of the input
@@ -1229,7 +1233,7 @@ def _make_space_class() -> type:
         excluded). Building the space registers the choices and builds the
         discrete :class:`DartsNetwork` of the current sample (inside
         ``nni.nas.space.model_context(sample)``) or of the default sample
-        (the first value of every choice), never a supernet. :meth:`freeze`
+        (the first value of every choice), never a supernet. ``freeze(sample)``
         rebuilds the space under ``model_context(sample)``.
 
         Args:
@@ -1265,29 +1269,31 @@ def _make_space_class() -> type:
             prims = _check_primitives(primitives)
             network_kwargs.setdefault("init_channels", 16)
             network_kwargs.setdefault("num_classes", 10)
-            chosen = {}
-            for label, values in darts_choices(layout_obj.cell_types, prims, inputs_per_node).items():
-                mutable = self.add_mutable(nni.choice(label, list(values)))
-                chosen[label] = ensure_frozen(mutable)
+            chosen = {label: self.choose(label, values)
+                      for label, values in darts_choices(layout_obj.cell_types, prims, inputs_per_node).items()}
             self.arch = DartsArch.from_sample(chosen, layout_obj.cell_types, primitives=prims,
                                               inputs_per_node=inputs_per_node)
             self.network = DartsNetwork(self.arch, layout=layout_obj, **network_kwargs)
 
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.network(x)
-
-        def freeze(self, sample: Mapping[str, Any]) -> "DartsSpace":
-            """The space rebuilt with the architecture of ``sample`` (fresh weights)."""
-            with model_context(dict(sample)):
-                return self.__class__(*self.trace_args, **self.trace_kwargs)
-
-    DartsSpace.__module__ = __name__
-    DartsSpace.__qualname__ = "DartsSpace"
-    _SPACE_CLASS = DartsSpace
     return DartsSpace
+
+
+_make_space_class = lazy_space_class(__name__, _define_space)
 
 
 def __getattr__(name: str) -> Any:
     if name == "DartsSpace":
         return _make_space_class()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def arch_from_sample(sample: Mapping[str, Any], space: Mapping[str, Any]) -> DartsArch:
+    """The :class:`DartsArch` of an NNI sample of the space a settings ``space`` dict names."""
+    layout, prims = space_layout(space)
+    return DartsArch.from_sample(sample, layout.cell_types, primitives=prims)
+
+
+register_space(SpaceKind(
+    name="darts", build=build_darts_space, parse_arch=DartsArch.from_json, from_sample=arch_from_sample,
+    arch_type=DartsArch, model_space=f"{__name__}.DartsSpace",
+    doc="DARTS cell space (8 ops, 2 inputs per node); RNAS searches it"))

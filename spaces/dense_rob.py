@@ -48,7 +48,9 @@ from nni_robust.config import check_choice
 from nni_robust.errors import ArchitectureError, ConfigError
 from nni_robust.models import Normalize
 
+from .nni_space import lazy_space_class
 from .ops import PRIMITIVES, FactorizedReduce, ReLUConvBN, build_op
+from .registry import SpaceKind, register_space
 
 __all__ = [
     "PRIMITIVES",
@@ -59,6 +61,8 @@ __all__ = [
     "Layout",
     "DenseRobArch",
     "DenseRobCell",
+    "layout_of",
+    "build_dense_rob_space",
     "DenseRobNetwork",
     "DenseRobSpace",
     "dense_rob_flops",
@@ -1012,21 +1016,8 @@ def dense_rob_flops(arch: DenseRobArch, *, init_channels: int, num_classes: int 
 
 # --------------------------------------------------------------------------- NNI model space
 
-_SPACE_CLASS: type | None = None
-
-
-def _make_space_class() -> type:
-    """Define ``DenseRobSpace`` on first use (importing NNI takes seconds)."""
-    global _SPACE_CLASS
-    if _SPACE_CLASS is not None:
-        return _SPACE_CLASS
-
-    import nni
-    from nni.mutable import ensure_frozen
-    from nni.nas.nn.pytorch import ModelSpace
-    from nni.nas.space import model_context
-
-    class DenseRobSpace(ModelSpace):
+def _define_space(base: type) -> type:
+    class DenseRobSpace(base):
         """NNI 3.0 model space of the dense robust cell: one ``nni.choice`` per edge.
 
         Labels are ``f"{topology}_e{j}{i}"`` with candidates :data:`PRIMITIVES`;
@@ -1035,7 +1026,7 @@ def _make_space_class() -> type:
         (number of topologies) choices and builds the discrete
         :class:`DenseRobNetwork` of the current sample (inside
         ``nni.nas.space.model_context(sample)``) or of the default sample
-        (every edge ``none``: cheap), never a supernet. :meth:`freeze`
+        (every edge ``none``: cheap), never a supernet. ``freeze(sample)``
         rebuilds the space under ``model_context(sample)``.
 
         Args:
@@ -1053,28 +1044,54 @@ def _make_space_class() -> type:
             super().__init__()
             layout_obj = Layout.from_json_value(layout)
             network_kwargs.setdefault("init_channels", 16)
-            chosen = {}
-            for label in layout_obj.labels():
-                mutable = self.add_mutable(nni.choice(label, list(PRIMITIVES)))
-                chosen[label] = ensure_frozen(mutable)
+            chosen = {label: self.choose(label, PRIMITIVES) for label in layout_obj.labels()}
             self.arch = DenseRobArch.from_sample(chosen, layout_obj)
             self.network = DenseRobNetwork(self.arch, layout=layout_obj, **network_kwargs)
 
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.network(x)
-
-        def freeze(self, sample: Mapping[str, Any]) -> "DenseRobSpace":
-            """The space rebuilt with the architecture of ``sample`` (fresh weights)."""
-            with model_context(dict(sample)):
-                return self.__class__(*self.trace_args, **self.trace_kwargs)
-
-    DenseRobSpace.__module__ = __name__
-    DenseRobSpace.__qualname__ = "DenseRobSpace"
-    _SPACE_CLASS = DenseRobSpace
     return DenseRobSpace
+
+
+_make_space_class = lazy_space_class(__name__, _define_space)
 
 
 def __getattr__(name: str) -> Any:
     if name == "DenseRobSpace":
         return _make_space_class()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# --------------------------------------------------------------------------- settings dicts
+
+
+def layout_of(space: Mapping[str, Any]) -> Layout:
+    """The :class:`Layout` a settings ``space`` dict names by ``layout`` (default ``cellwise``).
+
+    Raises:
+        ConfigError: the dict names another space, or an unknown layout.
+    """
+    if space.get("name", "dense_rob") != "dense_rob":
+        raise ConfigError(f"layout_of needs a dense_rob space, but settings.space names {space['name']!r}.")
+    name = space.get("layout", "cellwise")
+    return name if isinstance(name, Layout) else Layout.from_name(name)
+
+
+def build_dense_rob_space(space: Mapping[str, Any], info: Any, init_channels: int,
+                          arch: DenseRobArch | None = None) -> nn.Module:
+    """The network of ``arch`` (``None``: the weight-sharing supernet) from a settings ``space`` dict.
+
+    ``space`` keys other than ``name`` and ``layout`` (by name) are keyword
+    arguments of :class:`DenseRobNetwork`; ``info`` is a
+    :class:`nni_robust.data.DatasetInfo`.
+    """
+    kwargs = {k: v for k, v in space.items() if k != "name"}
+    kwargs["layout"] = layout_of(space)
+    return DenseRobNetwork(arch, init_channels=int(init_channels), num_classes=info.num_classes,
+                           in_channels=info.channels, input_size=info.size, mean=info.mean, std=info.std,
+                           **kwargs)
+
+
+register_space(SpaceKind(
+    name="dense_rob", build=build_dense_rob_space, parse_arch=DenseRobArch.from_json,
+    from_sample=lambda sample, space: DenseRobArch.from_sample(sample, layout_of(space)),
+    arch_type=DenseRobArch, model_space=f"{__name__}.DenseRobSpace",
+    doc="dense robust cell of RobNet / MSRobNet (14 edges, 4 ops)"))

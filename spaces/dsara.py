@@ -42,7 +42,9 @@ from typing import Any, Mapping, Sequence
 
 from nni_robust.errors import ConfigError
 
-from .darts import PRIMITIVES, DartsArch, DartsLayout, DartsNetwork, DartsSupernet, _make_space_class
+from .darts import (PRIMITIVES, DartsArch, DartsLayout, DartsNetwork, DartsSupernet, _make_space_class,
+                    arch_from_sample, build_darts_space, register_layout_family)
+from .registry import SpaceKind, register_space
 
 __all__ = [
     "DSARA_PRIMITIVES",
@@ -180,3 +182,15 @@ def dsara_space(*, num_cells: int = SEARCH_SETTINGS["num_cells"], placement: "st
                                init_channels=init_channels, num_classes=num_classes, in_channels=in_channels,
                                input_size=input_size, mean=mean, std=std, stem_multiplier=stem_multiplier,
                                drop_path_prob=drop_path_prob, auxiliary=auxiliary)
+
+
+# --------------------------------------------------------------------------- registration
+
+register_layout_family("dsara", lambda space: (
+    dsara_layout(space.get("num_cells", 8), space.get("placement", "A-A-R"), space.get("filters", "1-2-2")),
+    DSARA_PRIMITIVES))
+
+register_space(SpaceKind(
+    name="dsara", build=build_darts_space, parse_arch=DartsArch.from_json, from_sample=arch_from_sample,
+    arch_type=DartsArch, model_space=f"{__name__}.dsara_space",
+    doc="DSARA's accurate / robust / reduction cells (DARTS cells, 7 ops)"))

@@ -3,7 +3,7 @@
 :class:`StrategyTuner` is an NNI :class:`~nni.tuner.Tuner` that runs a model-space
 exploration strategy (NNI's :class:`~nni.nas.strategy.Random`,
 :class:`~nni.nas.strategy.RegularizedEvolution`, :class:`~nni.nas.strategy.GridSearch`,
-our :class:`~nni_robust.strategies.evolution.TournamentEvolution`, or any
+our :class:`~nni_robust.strategies.msrobnet.evolution.TournamentEvolution`, or any
 :class:`~nni.nas.strategy.base.Strategy` given by dotted path) unmodified, in a
 background thread, against a :class:`BridgeEngine` -- an implementation of NNI's
 :class:`~nni.nas.execution.ExecutionEngine` whose "workers" are the trial slots
@@ -145,7 +145,7 @@ import urllib.request
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import nni
 from nni.tuner import Tuner
@@ -154,30 +154,28 @@ from nni_robust.errors import ConfigError, NniRobustError
 from nni_robust.tb import search_work_dir
 
 __all__ = [
-    "STRATEGIES", "SPACES", "PARAMETER_KEYS", "TrialTask", "with_task", "task_model", "StrategyTuner",
+    "strategy_names", "space_factories", "PARAMETER_KEYS", "TrialTask", "with_task", "task_model", "StrategyTuner",
     "BridgeEngine", "TaskModel", "resolve", "build_space", "build_strategy", "run_in_process",
-    "run_jobs", "strategy_work_dir",
+    "run_jobs", "run_stages", "StageInterrupted", "strategy_work_dir", "work_dir_property", "folder_property",
 ]
 
 _logger = logging.getLogger(__name__)
 
-#: Short strategy names -> dotted paths of NNI Strategy classes.
-STRATEGIES: dict[str, str] = {
-    "random": "nni.nas.strategy.Random",
-    "grid": "nni.nas.strategy.GridSearch",
-    "regularized_evolution": "nni.nas.strategy.RegularizedEvolution",
-    "evolution": "nni_robust.strategies.evolution.TournamentEvolution",
-    "msrobnet": "nni_robust.strategies.msrobnet_search.MultiShotSearch",
-    "differentiable": "nni_robust.strategies.differentiable_search.DifferentiableStrategy",
-    "msrobnet_predictor": "nni_robust.strategies.predictor_search.PredictorSearch",
-}
+def strategy_names() -> dict[str, str]:
+    """Short strategy names -> dotted paths of NNI Strategy classes: NNI's own and every method's
+    (each method folder registers its own, :mod:`nni_robust.strategies.registry`)."""
+    from .registry import strategy_paths
 
-#: Short space names -> dotted paths of factories building an NNI model space.
-SPACES: dict[str, str] = {
-    "dense_rob": "nni_robust.spaces.dense_rob.DenseRobSpace",
-    "darts": "nni_robust.spaces.darts.DartsSpace",
-    "dsara": "nni_robust.spaces.dsara.dsara_space",
-}
+    return strategy_paths()
+
+
+def space_factories() -> dict[str, str]:
+    """Short space names -> dotted paths of the factories of their NNI model spaces
+    (each space module registers its own, :mod:`nni_robust.spaces.registry`)."""
+    from nni_robust.spaces.registry import get_space, space_names
+
+    return {name: get_space(name).model_space for name in space_names()}
+
 
 #: Keys of the parameter dict every trial receives.
 PARAMETER_KEYS = ("task", "sample", "args", "settings", "work_dir", "model_id")
@@ -285,7 +283,7 @@ def build_space(spec: Mapping[str, Any] | str) -> Any:
 
     Args:
         spec: ``{"name": short name or dotted path of a factory, **factory kwargs}``
-            (a bare string is ``{"name": spec}``). Short names: :data:`SPACES`.
+            (a bare string is ``{"name": spec}``). Short names: :func:`space_factories`.
 
     Returns:
         An :class:`~nni.nas.space.ExecutableModelSpace`: a traceable NNI ``ModelSpace``
@@ -298,10 +296,10 @@ def build_space(spec: Mapping[str, Any] | str) -> Any:
     if isinstance(spec, str):
         spec = {"name": spec}
     if not isinstance(spec, Mapping) or "name" not in spec:
-        raise ConfigError(f"space must be a dict with a 'name' (one of {sorted(SPACES)} or a dotted path) "
+        raise ConfigError(f"space must be a dict with a 'name' (one of {sorted(space_factories())} or a dotted path) "
                           f"and the factory's keyword arguments, but got {spec!r}.")
     kwargs = {k: v for k, v in spec.items() if k != "name"}
-    factory = resolve(spec["name"], SPACES, "space")
+    factory = resolve(spec["name"], space_factories(), "space")
     _check_kwargs(factory, kwargs, f"space {spec['name']!r}")
     try:
         space = factory(**kwargs)
@@ -318,7 +316,7 @@ def build_space(spec: Mapping[str, Any] | str) -> Any:
 
 def build_strategy(name: str, args: Mapping[str, Any] | None = None, *,
                    context: Mapping[str, Any] | None = None) -> Any:
-    """Instantiate a strategy from a short name (:data:`STRATEGIES`) or dotted path.
+    """Instantiate a strategy from a short name (:func:`strategy_names`) or dotted path.
 
     Args:
         name: Strategy name or dotted path of a :class:`~nni.nas.strategy.base.Strategy`.
@@ -329,7 +327,7 @@ def build_strategy(name: str, args: Mapping[str, Any] | None = None, *,
     """
     from nni.nas.strategy.base import Strategy
 
-    cls = resolve(name, STRATEGIES, "strategy")
+    cls = resolve(name, strategy_names(), "strategy")
     if not (isinstance(cls, type) and issubclass(cls, Strategy)):
         raise ConfigError(f"strategy {name!r} is {cls!r}, not a subclass of nni.nas.strategy.Strategy.")
     args = dict(args or {})
@@ -827,9 +825,9 @@ class StrategyTuner(Tuner):
 
     Args:
         strategy: Short name (``random``, ``grid``, ``regularized_evolution``,
-            ``evolution``, ``msrobnet``; see :data:`STRATEGIES`) or dotted path
+            ``evolution``, ``msrobnet``; see :func:`strategy_names`) or dotted path
             of a :class:`~nni.nas.strategy.base.Strategy`.
-        space: ``{"name": short name (:data:`SPACES`) or dotted path of a
+        space: ``{"name": short name (:func:`space_factories`) or dotted path of a
             factory, **its keyword arguments}``.
         strategy_args: Keyword arguments of the strategy (``work_dir`` and
             ``settings`` are passed too when its constructor names them).
@@ -870,11 +868,11 @@ class StrategyTuner(Tuner):
 
         check_keys(unknown, self._ARGS, "the classArgs of StrategyTuner")
         if strategy is None:
-            raise ConfigError(f"classArg 'strategy' is required: one of {sorted(STRATEGIES)} or a dotted path.")
-        if strategy not in STRATEGIES and not (isinstance(strategy, str) and _DOTTED.match(strategy)):
-            resolve(strategy, STRATEGIES, "strategy")  # raises the ConfigError listing the names
+            raise ConfigError(f"classArg 'strategy' is required: one of {sorted(strategy_names())} or a dotted path.")
+        if strategy not in strategy_names() and not (isinstance(strategy, str) and _DOTTED.match(strategy)):
+            resolve(strategy, strategy_names(), "strategy")  # raises the ConfigError listing the names
         if space is None:
-            raise ConfigError(f"classArg 'space' is required: {{'name': one of {sorted(SPACES)} or a dotted path, "
+            raise ConfigError(f"classArg 'space' is required: {{'name': one of {sorted(space_factories())} or a dotted path, "
                               "...factory arguments}.")
         if isinstance(space, str):
             space = {"name": space}
@@ -1234,6 +1232,33 @@ def run_jobs(engine: Any, models: list[Any]) -> bool:
     return not pending and all(m.status.completed() for m in submitted)
 
 
+class StageInterrupted(Exception):
+    """The engine can run no more trials (budget exhausted or shut down): the stage stops, resumable."""
+
+
+def run_stages(strategy: Any, stages: Sequence[str], *, label: str,
+               after_stage: Callable[[], None] | None = None) -> None:
+    """Run a staged strategy: ``strategy._stage_<name>()`` for each stage from ``strategy._stage`` on.
+
+    ``strategy._stage`` names the current stage (saved in its state dict, so a
+    resumed run continues there) and advances through ``stages`` until
+    ``"done"``. A stage that raises :class:`StageInterrupted` (the engine's trial
+    budget ran out, or it shut down) leaves ``_stage`` where it is and returns.
+    ``after_stage`` runs after each finished stage (it may set ``_stage``).
+    """
+    while strategy._stage != "done":
+        _logger.info("%s: stage %s", label, strategy._stage)
+        try:
+            getattr(strategy, f"_stage_{strategy._stage}")()
+        except StageInterrupted:
+            _logger.warning("%s stops in stage %r: the engine has no trial budget left or has shut down. "
+                            "Resume (same work_dir) to continue from this stage.", label, strategy._stage)
+            return
+        strategy._stage = stages[stages.index(strategy._stage) + 1]
+        if after_stage is not None:
+            after_stage()
+
+
 def strategy_work_dir(strategy: Any, work_dir: str | os.PathLike | None) -> Path:
     """A strategy's work dir: its ``work_dir`` argument, else its bridge engine's (created)."""
     base = work_dir or getattr(strategy.engine, "work_dir", None)
@@ -1242,6 +1267,23 @@ def strategy_work_dir(strategy: Any, work_dir: str | os.PathLike | None) -> Path
     path = Path(base).expanduser()
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+work_dir_property = property(
+    lambda self: strategy_work_dir(self, self.work_dir_arg),
+    doc="The strategy's work dir (its ``work_dir_arg``, else its bridge engine's; created). "
+        "A staged strategy sets ``work_dir = work_dir_property``.")
+
+
+def folder_property(arg_attr: str, default_name: str) -> property:
+    """A property: the folder named by the strategy's attribute ``arg_attr``, else
+    ``<work_dir>/<default_name>`` (e.g. ``supernets = folder_property("supernet_dir", "supernets")``)."""
+
+    def get(self: Any) -> Path:
+        given = getattr(self, arg_attr)
+        return Path(given).expanduser() if given else self.work_dir / default_name
+
+    return property(get, doc=f"``{arg_attr}``, else ``<work_dir>/{default_name}``.")
 
 
 def run_in_process(tuner: StrategyTuner, evaluate: Callable[[dict], Any], *, concurrency: int = 1,

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from nni_robust.config import check_choice, check_range, from_dict
-from nni_robust.data import DATASETS
+from nni_robust.data import DATASETS, load_dataset
 from nni_robust.errors import ConfigError
 from nni_robust.training import TrainConfig
 
@@ -175,6 +175,11 @@ class TrialSettings:
             nested["final"] = from_dict(FinalSettings, data.pop("final"), "settings.final")
         settings = from_dict(cls, data, "settings")
         return dataclasses.replace(settings, **nested)
+
+    def data(self, split: str) -> Any:
+        """The dataset of these settings (:func:`nni_robust.data.load_dataset`): ``"search"`` or ``"final"`` split."""
+        return load_dataset(self.dataset, root=self.data_root, val_fraction=self.val_fraction, seed=self.seed,
+                            split=split)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict that :meth:`from_dict` turns back into an equal object."""

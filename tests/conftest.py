@@ -11,13 +11,18 @@ Models: ``tiny_cnn`` builds a small CNN (BatchNorm included) for the 8x8,
 
 from __future__ import annotations
 
+import json
 import pickle
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # --------------------------------------------------------------------------- threads
 
@@ -140,3 +145,62 @@ def tiny_cnn():
         return TinyCNN(in_channels, num_classes, width)
 
     return make
+
+
+# --------------------------------------------------------------------------- nnictl (end-to-end tests)
+
+
+class Nnictl:
+    """The one driver of the end-to-end tests: runs an experiment YAML of ``experiments/`` under
+    nnictl (free port, its own temporary experiment directory, stopped by its id), once per
+    session and set of arguments, so that several test modules can look at one run."""
+
+    def __init__(self, tmp_path_factory) -> None:
+        self._factory = tmp_path_factory
+        self._runs: dict[tuple, dict] = {}
+        self._dirs: list[Path] = []
+
+    def run(self, name: str, *, timeout: float = 1500, **kwargs) -> dict:
+        """``run_experiment(experiments/<name>.yml, ...)`` (cached): the result dict, plus ``yaml``
+        (the tuner's classArgs, when it has some) and ``config`` (the YAML's path)."""
+        from nni_robust.trial.experiment import run_experiment
+
+        key = (name, timeout, json.dumps(kwargs, sort_keys=True, default=str))
+        if key not in self._runs:
+            config = ROOT / "experiments" / f"{name}.yml"
+            exp_dir = self._factory.mktemp(f"nni-{name}")
+            self._dirs.append(exp_dir)
+            result = run_experiment(config, experiment_dir=exp_dir, timeout=timeout, **kwargs)
+            data = yaml.safe_load(config.read_text())
+            result["yaml"] = ((data.get("tuner") or {}).get("classArgs") or {})
+            result["config"] = config
+            self._runs[key] = result
+        return self._runs[key]
+
+    def resume(self, result: dict, *, timeout: float = 1500) -> dict:
+        """``resume_experiment`` of a stopped run, in its experiment directory."""
+        from nni_robust.trial.experiment import resume_experiment
+
+        return resume_experiment(result["id"], experiment_dir=Path(result["experiment_dir"]).parent, timeout=timeout)
+
+    @staticmethod
+    def by_task(result: dict, task: str) -> list[dict]:
+        """The trials of ``result`` whose parameters name ``task``."""
+        return [t for t in result["trials"] if (t["parameters"] or {}).get("task") == task]
+
+    @staticmethod
+    def trial_dir(result: dict, trial: dict) -> Path:
+        """The output folder of ``trial`` (local training service)."""
+        return Path(result["experiment_dir"]) / "environments" / "local-env" / "trials" / trial["trialJobId"]
+
+    def cleanup(self) -> None:
+        for folder in self._dirs:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def nnictl(tmp_path_factory):
+    """The session's :class:`Nnictl` driver (experiments removed at the end of the session)."""
+    driver = Nnictl(tmp_path_factory)
+    yield driver
+    driver.cleanup()

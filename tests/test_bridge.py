@@ -15,7 +15,7 @@ from nni.nas.strategy.base import Strategy
 
 from nni_robust.errors import ConfigError
 from nni_robust.strategies import bridge
-from nni_robust.strategies.bridge import (PARAMETER_KEYS, SPACES, StrategyTuner, TaskModel, TrialTask,
+from nni_robust.strategies.bridge import (PARAMETER_KEYS, StrategyTuner, TaskModel, TrialTask,
                                           run_in_process, task_model, with_task)
 
 NUM_LABELS, NUM_VALUES = 6, 4
@@ -30,7 +30,7 @@ class ToySpace(ModelSpace):
             self.add_mutable(nni.choice(f"x{i}", list(range(num_values))))
 
 
-SPACES.setdefault("toy_test", f"{__name__}.ToySpace")
+TOY = f"{__name__}.ToySpace"  # a space given by dotted path (the bridge accepts any NNI model space)
 
 
 @pytest.fixture(autouse=True)
@@ -45,7 +45,7 @@ def reward(params: dict) -> float:
 
 
 def make_tuner(tmp_path, strategy, strategy_args=None, **kwargs):
-    kwargs.setdefault("space", {"name": "toy_test"})
+    kwargs.setdefault("space", {"name": TOY})
     kwargs.setdefault("settings", {"dataset": "digits"})
     kwargs.setdefault("flush_timeout", 2.0)
     return StrategyTuner(strategy=strategy, strategy_args=strategy_args or {}, work_dir=tmp_path, **kwargs)
@@ -162,7 +162,7 @@ def test_import_data_is_replayed_not_rerun(tmp_path):
     known = [{"parameter": {"task": "evaluate", "sample": s, "args": {}}, "value": {"default": 9.0 + i}}
              for i, s in enumerate(grid[:2])]
     tuner = make_tuner(tmp_path, "grid", {"shuffle": False},
-                       space={"name": "toy_test", "num_labels": 2, "num_values": 2})
+                       space={"name": TOY, "num_labels": 2, "num_values": 2})
     finished = run_in_process(tuner, lambda p: 1.0, concurrency=2, max_trials=10, timeout=60,
                               import_data=known)
     assert sorted(json.dumps(t["parameters"]["sample"], sort_keys=True) for t in finished) == \
@@ -288,9 +288,9 @@ def test_dispatcher_calls_never_block_long(tmp_path):
 
 def test_configuration_errors(tmp_path):
     with pytest.raises(ConfigError, match="'evolutoin'.*evolution"):
-        StrategyTuner(strategy="evolutoin", space={"name": "toy_test"}, work_dir=tmp_path)
+        StrategyTuner(strategy="evolutoin", space={"name": TOY}, work_dir=tmp_path)
     with pytest.raises(ConfigError, match="'flush_timout'.*Valid keys"):
-        StrategyTuner(strategy="random", space={"name": "toy_test"}, work_dir=tmp_path, flush_timout=1)
+        StrategyTuner(strategy="random", space={"name": TOY}, work_dir=tmp_path, flush_timout=1)
     with pytest.raises(ConfigError, match="'space'"):
         StrategyTuner(strategy="random", work_dir=tmp_path)
     with pytest.raises(ConfigError, match="'popsize'"):
@@ -300,11 +300,11 @@ def test_configuration_errors(tmp_path):
     with pytest.raises(ConfigError, match="'nosuch'"):
         make_tuner(tmp_path, "random", space={"name": "nosuch"})
     with pytest.raises(ConfigError, match="'width'"):
-        make_tuner(tmp_path, "random", space={"name": "toy_test", "width": 3})
+        make_tuner(tmp_path, "random", space={"name": TOY, "width": 3})
     with pytest.raises(ConfigError, match="not a subclass"):
         make_tuner(tmp_path, "json.dumps")
     with pytest.raises(ConfigError, match="work_dir"):
-        StrategyTuner(strategy="random", space={"name": "toy_test"})
+        StrategyTuner(strategy="random", space={"name": TOY})
 
 
 def test_settings_are_validated_at_construction(tmp_path, monkeypatch):

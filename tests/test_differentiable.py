@@ -19,9 +19,11 @@ from torch import nn
 from nni_robust.data import DATASETS, TensorLoader, load_dataset
 from nni_robust.errors import ArchitectureError, CheckpointError, ConfigError
 from nni_robust.spaces.darts import DartsArch, DartsSupernet, build_darts_space
-from nni_robust.strategies.differentiable import (DIVERGENCES, DifferentiableSearch, DsaraConfig, RnasConfig,
-                                                  arch_entropy, combine_gradients, divergence, gamma_star,
-                                                  maximize_divergence, search_config, uniform_perturbation)
+from nni_robust.strategies.differentiable.bilevel import DifferentiableSearch, arch_entropy
+from nni_robust.strategies.differentiable.dsara import DsaraConfig, combine_gradients, gamma_star
+from nni_robust.strategies.differentiable.methods import search_config
+from nni_robust.strategies.differentiable.rnas import (DIVERGENCES, RnasConfig, divergence, maximize_divergence,
+                                                       uniform_perturbation)
 
 INFO = DATASETS["digits"]
 PRIMS = ("none", "skip_connect", "dil_conv_3x3")
@@ -445,7 +447,7 @@ def test_trial_tasks_search_then_final(tmp_path):
     assert set(report["accuracy"]) == {"clean", "fgsm"} and 0.0 <= final["acc_fgsm"] <= 1.0
     assert final["default"] == final["acc_clean"]  # no pgd20 in these attacks
     from nni_robust.strategies.settings import TrialSettings
-    from nni_robust.trial.tasks import evaluate_checkpoint
+    from nni_robust.strategies.final import evaluate_checkpoint
 
     acc = evaluate_checkpoint(TrialSettings.from_dict(settings), tmp_path / "trials" / "1" / "model.pt")
     assert acc == report["accuracy"]

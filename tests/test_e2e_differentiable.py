@@ -5,14 +5,14 @@ waited for through NNI's REST API, and stopped by its id."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 
 from nni_robust.spaces.darts import DartsArch, space_layout
-from nni_robust.trial.experiment import run_experiment
+
+from conftest import Nnictl
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,17 +20,11 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module", params=["dsara-quick", "rnas-quick"])
-def run(request, tmp_path_factory):
-    config = ROOT / "experiments" / f"{request.param}.yml"
-    exp_dir = tmp_path_factory.mktemp(f"nni-{request.param}")
-    result = run_experiment(config, experiment_dir=exp_dir, timeout=900)
-    result["yaml"] = yaml.safe_load(config.read_text())["tuner"]["classArgs"]
-    yield result
-    shutil.rmtree(exp_dir, ignore_errors=True)
+def run(request, nnictl):
+    return nnictl.run(request.param, timeout=900)
 
 
-def _trial_dir(run, trial):
-    return Path(run["experiment_dir"]) / "environments" / "local-env" / "trials" / trial["trialJobId"]
+_trial_dir = Nnictl.trial_dir
 
 
 def test_search_export_final(run):

@@ -4,7 +4,6 @@ temporary experiment directory, waited for through NNI's REST API, and stopped b
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,8 @@ from nni_robust.errors import ConfigError
 from nni_robust.spaces.dense_rob import DenseRobArch, Layout
 from nni_robust.trial.experiment import check_experiment, run_experiment
 
+from conftest import Nnictl
+
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ROOT / "experiments" / "msrobnet-quick.yml"
 
@@ -21,15 +22,11 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
-    exp_dir = tmp_path_factory.mktemp("nni-experiments")
-    result = run_experiment(QUICK, experiment_dir=exp_dir, timeout=1500)
-    yield result
-    shutil.rmtree(exp_dir, ignore_errors=True)
+def quick_run(nnictl):
+    return nnictl.run("msrobnet-quick")
 
 
-def _by_task(result, task):
-    return [t for t in result["trials"] if (t["parameters"] or {}).get("task") == task]
+_by_task = Nnictl.by_task
 
 
 def test_every_trial_succeeded(quick_run):

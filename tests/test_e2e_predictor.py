@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 
 from nni_robust.spaces.dense_rob import DenseRobArch, Layout
-from nni_robust.trial.experiment import run_experiment
+
+from conftest import Nnictl
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ROOT / "experiments" / "msrobnet-predictor-quick.yml"
@@ -24,15 +24,11 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
-    exp_dir = tmp_path_factory.mktemp("nni-experiments")
-    result = run_experiment(QUICK, experiment_dir=exp_dir, timeout=1500)
-    yield result
-    shutil.rmtree(exp_dir, ignore_errors=True)
+def quick_run(nnictl):
+    return nnictl.run("msrobnet-predictor-quick")
 
 
-def _by_task(result, task):
-    return [t for t in result["trials"] if (t["parameters"] or {}).get("task") == task]
+_by_task = Nnictl.by_task
 
 
 def test_every_trial_succeeded_and_every_stage_ran(quick_run):

@@ -6,7 +6,6 @@ with its objectives, and nothing else."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import optuna
@@ -14,7 +13,6 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from nni_robust.trial.experiment import resume_experiment, run_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ROOT / "experiments" / "tradeoff-msrobnet-quick.yml"
@@ -24,14 +22,12 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    exp_dir = tmp_path_factory.mktemp("nni-experiments")
-    first = run_experiment(QUICK, experiment_dir=exp_dir, timeout=1200, stop_after=1,
-                           overrides={"maxTrialNumber": MAX_TRIALS, "trialConcurrency": 1})
+def runs(nnictl):
+    first = nnictl.run("tradeoff-msrobnet-quick", timeout=1200, stop_after=1,
+                       overrides={"maxTrialNumber": MAX_TRIALS, "trialConcurrency": 1})
     study_after_stop = _study(first)
-    second = resume_experiment(first["id"], experiment_dir=exp_dir, timeout=1200)
-    yield first, study_after_stop, second
-    shutil.rmtree(exp_dir, ignore_errors=True)
+    second = nnictl.resume(first, timeout=1200)
+    return first, study_after_stop, second
 
 
 def _study(run):

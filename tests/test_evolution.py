@@ -12,7 +12,7 @@ from nni.nas.nn.pytorch import ModelSpace
 from nni.nas.space import SimplifiedModelSpace
 
 from nni_robust.errors import ArchitectureError, ConfigError
-from nni_robust.strategies.evolution import TournamentEvolution, sample_key
+from nni_robust.strategies.msrobnet.evolution import TournamentEvolution, sample_key
 
 TARGET = 3
 

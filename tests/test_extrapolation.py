@@ -1,4 +1,4 @@
-"""Tests of nni_robust.strategies.extrapolation (MSRobNet Sec. 5.1-5.2, App. A, Alg. 2)."""
+"""Tests of nni_robust.strategies.msrobnet.extrapolation (MSRobNet Sec. 5.1-5.2, App. A, Alg. 2)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from nni_robust.errors import ConfigError
-from nni_robust.strategies import extrapolation as ex
+from nni_robust.strategies.msrobnet import extrapolation as ex
 
 # The paper's supernet widths (init channels); FLOPs grow about with width^2,
 # from ~70 MFLOPs (12 channels) to 2,000 MFLOPs (64 channels).

@@ -21,9 +21,9 @@ import pytest
 
 from nni_robust.errors import ConfigError, NniRobustError
 from nni_robust.spaces.dense_rob import DenseRobArch, Layout
-from nni_robust.strategies import extrapolation
+from nni_robust.strategies.msrobnet import extrapolation
 from nni_robust.strategies.bridge import StrategyTuner, run_in_process
-from nni_robust.strategies.msrobnet_search import MultiShotSearch
+from nni_robust.strategies.msrobnet.search import MultiShotSearch
 
 LAYOUT = "cellwise-4"
 LABELS = Layout.from_name(LAYOUT).labels()

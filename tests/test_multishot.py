@@ -13,8 +13,8 @@ from nni_robust.data import DATASETS, load_dataset
 from nni_robust.errors import CheckpointError, ConfigError
 from nni_robust.flops import count_flops
 from nni_robust.spaces.dense_rob import DenseRobArch, Layout
-from nni_robust.strategies import extrapolation
-from nni_robust.strategies.multishot import MultiShotEvaluator, flatten_result, supernet_path
+from nni_robust.strategies.msrobnet import extrapolation
+from nni_robust.strategies.msrobnet.multishot import MultiShotEvaluator, flatten_result, supernet_path
 from nni_robust.strategies.networks import build_network
 from nni_robust.strategies.settings import EvalSettings, TrialSettings, validate_settings
 

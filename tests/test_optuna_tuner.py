@@ -15,10 +15,10 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState
 
 from nni_robust.errors import ConfigError
-from nni_robust.strategies.optuna_tuner import (
+from nni_robust.strategies.tradeoff.optuna_tuner import (
     NORMAL_TRUNCATION, OptunaTuner, extract_objectives, map_search_space, parse_objectives,
 )
-from nni_robust.strategies.pareto import pareto_front
+from nni_robust.strategies.tradeoff.pareto import pareto_front
 
 PNG = b"\x89PNG\r\n\x1a\n"
 TWO = [{"key": "f1", "direction": "minimize"}, {"key": "f2", "direction": "minimize"}]

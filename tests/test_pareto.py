@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from nni_robust.errors import ConfigError
-from nni_robust.strategies.pareto import dominates, format_table, pareto_front, write_pareto
+from nni_robust.strategies.tradeoff.pareto import dominates, format_table, pareto_front, write_pareto
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -11,7 +11,7 @@ import torch
 from nni_robust.errors import ArchitectureError, ConfigError
 from nni_robust.spaces.dense_rob import EDGES, DenseRobArch, Layout
 from nni_robust.spaces.ops import PRIMITIVES
-from nni_robust.strategies import predictor as P
+from nni_robust.strategies.msrobnet import predictor as P
 
 LAYOUT = Layout.from_name("stagewise")
 SMALL = {"op_dim": 16, "node_dim": 16, "hidden_dim": 16, "gcn_dims": [16, 16, 16, 8], "mlp_hiddens": [32, 32]}

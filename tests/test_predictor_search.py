@@ -22,9 +22,9 @@ import pytest
 
 from nni_robust.errors import ConfigError
 from nni_robust.spaces.dense_rob import EDGES, DenseRobArch, Layout
-from nni_robust.strategies import extrapolation
-from nni_robust.strategies.bridge import STRATEGIES, StrategyTuner, build_strategy, run_in_process
-from nni_robust.strategies.predictor_search import PredictorSearch, inner_search
+from nni_robust.strategies.msrobnet import extrapolation
+from nni_robust.strategies.bridge import StrategyTuner, build_strategy, run_in_process, strategy_names
+from nni_robust.strategies.msrobnet.predictor_search import PredictorSearch, inner_search
 
 LAYOUT = "stagewise"
 LABELS = Layout.from_name(LAYOUT).labels()
@@ -202,7 +202,7 @@ def test_stages_trials_and_export(reference):
 
 def test_predictor_quality_is_measured_on_picks_scored_before_tuning(reference):
     from nni_robust.checkpoint import load_checkpoint
-    from nni_robust.strategies import predictor as P
+    from nni_robust.strategies.msrobnet import predictor as P
 
     tmp_path, tuner, fake, _ = reference
     work = tmp_path / "ref"
@@ -322,7 +322,7 @@ def test_configuration_errors(tmp_path, kwargs, match):
 
 
 def test_registered_in_the_bridge(tmp_path):
-    assert STRATEGIES["msrobnet_predictor"] == "nni_robust.strategies.predictor_search.PredictorSearch"
+    assert strategy_names()["msrobnet_predictor"] == "nni_robust.strategies.msrobnet.predictor_search.PredictorSearch"
     strategy = build_strategy("msrobnet_predictor", strategy_args(tmp_path),
                               context={"work_dir": str(tmp_path), "settings": {"space": {"layout": LAYOUT}}})
     assert isinstance(strategy, PredictorSearch) and strategy.steps == 40 and strategy.stages == 3
@@ -344,11 +344,11 @@ def _top_level_imports(path):
 
 def test_strategy_modules_import_torch_geometric_lazily():
     # the tuner must connect to NNI within 10 s; importing torch_geometric alone takes longer here
-    root = Path(__file__).resolve().parents[1] / "strategies"
+    root = Path(__file__).resolve().parents[1] / "strategies" / "msrobnet"
     assert not {"torch", "torch_geometric", "scipy"} & _top_level_imports(root / "predictor_search.py")
     assert "torch_geometric" not in _top_level_imports(root / "predictor.py")
-    from nni_robust.strategies import predictor as P
+    from nni_robust.strategies.msrobnet import predictor as P
 
-    assert P.ArchPredictor.__module__ == "nni_robust.strategies.predictor"  # defined on first use
+    assert P.ArchPredictor.__module__ == "nni_robust.strategies.msrobnet.predictor"  # defined on first use
     with pytest.raises(AttributeError):
         P.NoSuchThing

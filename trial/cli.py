@@ -66,17 +66,17 @@ def _load_arch(spec: str):
 
 def _space_for(arch, space_hint, settings_space):
     """The space to build ``arch`` in: the settings' when they are of its kind, else the file's."""
-    from nni_robust.strategies.networks import space_name
+    from nni_robust.spaces.registry import kind_of_arch, space_of
 
     settings_space = dict(settings_space or {})
-    wanted = "dense_rob" if type(arch).__name__ == "DenseRobArch" else "darts"
-    have = space_name(settings_space)
-    if (have == "dense_rob") == (wanted == "dense_rob"):
+    have = space_of(settings_space)
+    if isinstance(arch, have.arch_type):
         return settings_space
+    wanted = kind_of_arch(arch).name
     if space_hint is None:
         space_hint = {"name": wanted}
     logger.info("The architecture is of space %r; building it in %s (the settings name %r).", wanted,
-                space_hint, have)
+                space_hint, have.name)
     return dict(space_hint)
 
 
@@ -132,7 +132,7 @@ def cmd_presets(ns: argparse.Namespace) -> int:
 
 
 def cmd_export(ns: argparse.Namespace) -> int:
-    from nni_robust.strategies.msrobnet_search import export_best
+    from nni_robust.strategies.export import export_best
 
     path = export_best(ns.work_dir, ns.output)
     print(path.read_text())
@@ -140,7 +140,7 @@ def cmd_export(ns: argparse.Namespace) -> int:
 
 
 def cmd_train(ns: argparse.Namespace) -> int:
-    from .tasks import train_final
+    from nni_robust.strategies.final import train_final
 
     arch, preset, hint = _load_arch(ns.arch)
     settings = _settings(ns.config, ns.dataset, ns.data_root, ns.device)
@@ -171,7 +171,7 @@ def cmd_train(ns: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(ns: argparse.Namespace) -> int:
-    from .tasks import evaluate_checkpoint
+    from nni_robust.strategies.final import evaluate_checkpoint
 
     settings = _settings(ns.config, ns.dataset, ns.data_root, ns.device)
     if ns.eval_images is not None:

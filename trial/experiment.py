@@ -29,37 +29,13 @@ import yaml
 from nni_robust.config import check_keys
 from nni_robust.errors import ConfigError, NniRobustError
 
+from .tradeoff import check_command
+from .yaml_files import BRIDGE, load_experiment_settings, load_yaml
+
 __all__ = ["load_yaml", "load_experiment_settings", "check_experiment", "run_experiment",
            "resume_experiment", "stop_experiment", "free_port", "rest_get", "experiment_work_dir"]
 
 logger = logging.getLogger(__name__)
-
-BRIDGE = "nni_robust.strategies.bridge.StrategyTuner"
-
-
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Load a YAML file into a dict, with a clear error when it is missing or not a mapping."""
-    path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"Experiment file {str(path)!r} does not exist.")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a mapping at the top level, but holds {type(data).__name__}.")
-    return data
-
-
-def load_experiment_settings(path: str | Path) -> dict[str, Any]:
-    """The trial ``settings`` of a YAML: ``tuner.classArgs.settings`` of an experiment,
-    or the whole file when it is a plain settings file."""
-    data = load_yaml(path)
-    tuner = data.get("tuner")
-    if isinstance(tuner, Mapping):
-        return dict((tuner.get("classArgs") or {}).get("settings") or {})
-    return data
-
 
 def check_experiment(path: str | Path) -> dict[str, Any]:
     """Validate an experiment YAML as nnictl and our tuner will see it.
@@ -96,8 +72,6 @@ def check_experiment(path: str | Path) -> dict[str, Any]:
         summary.update({"strategy": args.get("strategy"), "space": args.get("space")})
     command = str(data.get("trialCommand") or "")
     if "nni_robust.trial.tradeoff" in command:  # a trade-off experiment: check the search it runs
-        from .tradeoff import check_command
-
         code_dir = Path(os.path.expanduser(str(data.get("trialCodeDirectory", "."))))
         code_dir = code_dir if code_dir.is_absolute() else path.resolve().parent / code_dir
         search = check_command(command, code_dir, data.get("searchSpace"))

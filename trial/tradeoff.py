@@ -4,7 +4,7 @@
 
 Every method here weighs clean accuracy against robustness (the multi-shot
 reward's lambda, RNAS's lambda, ...). A trade-off experiment tunes such a
-weight with the Optuna tuner (:class:`nni_robust.strategies.optuna_tuner.OptunaTuner`)
+weight with the Optuna tuner (:class:`nni_robust.strategies.tradeoff.optuna_tuner.OptunaTuner`)
 under nnictl; each of its trials is this command, which
 
 1. reads the search experiment ``SEARCH.yml`` (an nnictl YAML whose tuner is
@@ -60,11 +60,12 @@ import yaml
 from nni_robust.errors import ConfigError, NniRobustError
 from nni_robust.tb import output_dir, summary_writer, tensorboard_dir
 
+from .yaml_files import BRIDGE, load_yaml
+
 __all__ = ["load_search", "parse_assignments", "apply_parameters", "run_tradeoff", "check_command", "main"]
 
 logger = logging.getLogger("nni_robust.trial.tradeoff")
 
-BRIDGE = "nni_robust.strategies.bridge.StrategyTuner"
 _CLASS_ARGS = ("strategy", "space", "strategy_args", "settings")
 """Top-level keys of the search's classArgs that parameters and ``--set`` may change."""
 _OWN_ARGS = ("work_dir", "resume", "finish_experiment", "lazy_init")
@@ -77,8 +78,6 @@ def load_search(path: str | os.PathLike) -> dict[str, Any]:
     Raises:
         ConfigError: the file is missing, or its tuner is not the bridge tuner.
     """
-    from .experiment import load_yaml
-
     data = load_yaml(path)
     tuner = data.get("tuner")
     if not isinstance(tuner, Mapping) or tuner.get("className") != BRIDGE:
@@ -149,10 +148,10 @@ def apply_parameters(class_args: Mapping[str, Any], parameters: Mapping[str, Any
 
 
 def _strategy_takes(strategy: str, arg: str) -> bool:
-    from nni_robust.strategies.bridge import STRATEGIES, resolve
+    from nni_robust.strategies.bridge import resolve, strategy_names
 
     try:
-        cls = resolve(strategy, STRATEGIES, "strategy")
+        cls = resolve(strategy, strategy_names(), "strategy")
         return arg in inspect.signature(cls).parameters
     except (ConfigError, TypeError, ValueError):
         return False

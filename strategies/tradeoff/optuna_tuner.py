@@ -18,7 +18,7 @@ YAML (checked with nnictl 3.0; ``codeDirectory`` is required whenever
     trialConcurrency: 2
     maxTrialNumber: 100
     tuner:
-      className: nni_robust.strategies.optuna_tuner.OptunaTuner
+      className: nni_robust.strategies.tradeoff.optuna_tuner.OptunaTuner
       codeDirectory: .
       classArgs:
         objectives:
@@ -106,7 +106,7 @@ Results, failures, resume
 
 Outputs (in ``work_dir``, rewritten after results, at most every
 ``report_interval`` seconds, on the worker thread): ``pareto.md``,
-``pareto.csv`` and ``pareto.png`` (:func:`nni_robust.strategies.pareto.write_pareto`;
+``pareto.csv`` and ``pareto.png`` (:func:`nni_robust.strategies.tradeoff.pareto.write_pareto`;
 for one objective the "front" is the best trial and the plot its best-so-far
 curve), ``trials.csv`` (every trial: state, parameters, objectives, reported
 metrics), and ``tensorboard/trial_<number>/`` -- one TensorBoard run per
@@ -144,7 +144,7 @@ from nni_robust.config import check_keys
 from nni_robust.errors import ConfigError
 from nni_robust.tb import search_work_dir
 
-from .bridge import resolve
+from ..bridge import resolve
 
 from .pareto import DIRECTIONS, pareto_front, write_pareto
 
@@ -724,7 +724,7 @@ class OptunaTuner(Tuner):
         not a job yet (NNI queues them until a slot frees). False outside NNI,
         without a ``maxTrialNumber``, or when NNI cannot be asked.
         """
-        from .bridge import _rest, _rest_base
+        from ..bridge import _rest, _rest_base
 
         if _rest_base() is None:
             return False

@@ -39,7 +39,8 @@ from nni.nas.strategy.base import Strategy
 from nni_robust.config import check_choice
 from nni_robust.errors import ConfigError, NniRobustError
 
-from .bridge import TrialTask, run_jobs, strategy_work_dir, task_model
+from ..bridge import (StageInterrupted, TrialTask, folder_property, run_jobs, run_stages, task_model,
+                      work_dir_property)
 
 __all__ = ["DifferentiableStrategy", "FINAL_DEFAULTS", "export_architecture"]
 
@@ -53,18 +54,14 @@ FINAL_DEFAULTS: dict[str, dict[str, int]] = {"dsara": {"num_cells": 20, "init_ch
                                              "rnas": {"num_cells": 20, "init_channels": 36}}
 
 
-class _Interrupted(Exception):
-    """The engine can run no more trials (budget exhausted or shut down)."""
-
-
 class DifferentiableStrategy(Strategy):
     """A DSARA or RNAS search, its export and the final training, as trials of the bridge tuner.
 
     Args:
         method: ``"dsara"`` or ``"rnas"``.
         method_args: The method's settings (keys of
-            :class:`~nni_robust.strategies.differentiable.DsaraConfig` /
-            :class:`~nni_robust.strategies.differentiable.RnasConfig`; paper
+            :class:`~nni_robust.strategies.differentiable.dsara.DsaraConfig` /
+            :class:`~nni_robust.strategies.differentiable.rnas.RnasConfig`; paper
             values by default). Validated at once.
         search_dir: Folder of the search's checkpoint and derived architecture
             (default ``<work_dir>/search``).
@@ -84,7 +81,7 @@ class DifferentiableStrategy(Strategy):
                  final_init_channels: int | None = None, target_mflops: float | None = None,
                  work_dir: str | None = None, settings: Mapping[str, Any] | None = None) -> None:
         super().__init__()
-        from .differentiable import search_config
+        from .methods import search_config
 
         check_choice("method", method, ("dsara", "rnas"))
         if method_args is not None and not isinstance(method_args, Mapping):
@@ -111,7 +108,7 @@ class DifferentiableStrategy(Strategy):
         self.search_dir_arg = search_dir
         self.work_dir_arg = work_dir
         self._trial_space = dict((settings or {}).get("space") or {})
-        from .networks import space_name
+        from ..networks import space_name
 
         if space_name(self._trial_space) not in ("darts", "dsara"):
             raise ConfigError(f"The {method} search needs settings.space with name 'darts' or 'dsara', but got "
@@ -132,13 +129,8 @@ class DifferentiableStrategy(Strategy):
         self._final_result: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ helpers
-    @property
-    def work_dir(self) -> Path:
-        return strategy_work_dir(self, self.work_dir_arg)
-
-    @property
-    def search_dir(self) -> Path:
-        return Path(self.search_dir_arg).expanduser() if self.search_dir_arg else self.work_dir / "search"
+    work_dir = work_dir_property
+    search_dir = folder_property("search_dir_arg", "search")
 
     def _initialize(self, model_space: ExecutableModelSpace, engine: ExecutionEngine) -> ExecutableModelSpace:
         from nni_robust.spaces.darts import darts_choices, space_layout
@@ -156,19 +148,11 @@ class DifferentiableStrategy(Strategy):
 
     def _run_job(self, job: Any) -> None:
         if not run_jobs(self.engine, [job]):
-            raise _Interrupted()
+            raise StageInterrupted()
 
     # ------------------------------------------------------------------ stages
     def _run(self) -> None:
-        while self._stage != "done":
-            logger.info("DifferentiableStrategy (%s): stage %s", self.method, self._stage)
-            try:
-                getattr(self, f"_stage_{self._stage}")()
-            except _Interrupted:
-                logger.warning("DifferentiableStrategy stops in stage %r: the engine has no trial budget left or "
-                               "has shut down. Resume (same work_dir) to continue.", self._stage)
-                return
-            self._stage = STAGES[STAGES.index(self._stage) + 1]
+        run_stages(self, STAGES, label=f"DifferentiableStrategy ({self.method})")
 
     def _stage_search(self) -> None:
         job = task_model(TrialTask("differentiable_search", {"method": self.method, "method_args": self.method_args,

@@ -1,4 +1,4 @@
-"""Adversarial differentiable architecture search: DSARA and RNAS (max / uniform).
+"""The alternating bilevel loop shared by the differentiable robust searches (DSARA, RNAS).
 
 Both methods relax a cell-based space continuously (DARTS, Liu et al. 2019):
 every edge of a cell mixes its candidate operations with the softmax of its
@@ -17,7 +17,7 @@ first-order approximation. So this engine is first order.
 
 Methods (``dsara.txt``, ``rnas.txt``):
 
-* :class:`DsaraMethod` -- DSARA Alg. 1-3 (Sec. 4.3-4.4, 5.3). Weights always
+* :class:`.dsara.DsaraMethod` (:mod:`.dsara`) -- DSARA Alg. 1-3 (Sec. 4.3-4.4, 5.3). Weights always
   minimise the adversarial training loss (PGD-7, eps 2/255, step 1/510).
   Stage 1 (the first ``stage1_epochs`` = 20 epochs) updates alpha on the
   adversarial validation loss (eq. 5); stage 2 (the next ``stage2_epochs`` =
@@ -27,7 +27,7 @@ Methods (``dsara.txt``, ``rnas.txt``):
   (the ablation of Table 5, row 6). Alpha: Adam lr 3e-4 in stage 1, 5e-5 in
   stage 2, betas (0.5, 0.999), weight decay 1e-3; weights: SGD 0.025 cosine
   to 0, momentum 0.9, weight decay 3e-4 (Sec. 5.3).
-* :class:`RnasMethod` -- RNAS Alg. 1 (``variant="max"``) and Alg. 2
+* :class:`.rnas.RnasMethod` (:mod:`.rnas`) -- RNAS Alg. 1 (``variant="max"``) and Alg. 2
   (``"uniform"``), eq. 4-5: both levels minimise
   ``CE(m(x), y) + lambda * f(m(x'), m(x))``; RNAS-max finds x' by PGD
   maximising f inside the eps-ball (:func:`maximize_divergence`),
@@ -66,6 +66,7 @@ attacks' random starts, the uniform perturbations) is drawn from torch's
 global generator, so a resumed search is bit-identical on the CPU.
 """
 
+
 from __future__ import annotations
 
 import dataclasses
@@ -81,218 +82,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nni_robust.attacks import Attack, build_attack
+from nni_robust.attacks import Attack
 from nni_robust.checkpoint import (capture_rng_state, check_run_checkpoint, load_checkpoint, restore_rng_state,
                                    save_checkpoint)
-from nni_robust.config import check_choice, check_range, from_dict
+from nni_robust.config import check_range
 from nni_robust.device import autocast_context, resolve_device
 from nni_robust.errors import CheckpointError, ConfigError, NniRobustError
 from nni_robust.reward import robust_reward
 from nni_robust.training import TrainConfig, lr_at_epoch
 
-__all__ = [
-    "gamma_star", "combine_gradients", "DIVERGENCES", "divergence", "uniform_perturbation",
-    "maximize_divergence", "arch_entropy", "SearchConfig", "DsaraConfig", "RnasConfig", "METHODS",
-    "search_config", "SearchMethod", "DsaraMethod", "RnasMethod", "build_method", "DifferentiableSearch",
-]
+__all__ = ["arch_entropy", "SearchConfig", "SearchMethod", "DifferentiableSearch"]
 
 logger = logging.getLogger(__name__)
 
 _CHECKPOINT_FORMAT = "nni_robust.DifferentiableSearch/1"
-
-
-# --------------------------------------------------------------------------- MGDA (DSARA eq. 7-8)
-
-def _flat(grads: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
-    if torch.is_tensor(grads):
-        return grads.reshape(-1)
-    grads = list(grads)
-    if not grads:
-        raise ConfigError("gamma_star needs at least one gradient tensor, but got an empty list.")
-    return torch.cat([g.reshape(-1) for g in grads])
-
-
-def gamma_star(g_nat: torch.Tensor | Sequence[torch.Tensor],
-               g_adv: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
-    """MGDA's weight of the natural gradient for two objectives (DSARA eq. 8).
-
-    ``gamma* = argmin_{0 <= gamma <= 1} ||gamma g_nat + (1 - gamma) g_adv||^2
-    = clip(((g_adv - g_nat) . g_adv) / ||g_nat - g_adv||^2, 0, 1)``.
-
-    When ``g_nat == g_adv`` every gamma gives the same vector; 0.5 is returned
-    (our choice: equal weights). No host-device synchronisation.
-
-    Args:
-        g_nat: Gradient of the natural loss (a tensor, or a list of tensors
-            taken together as one vector, e.g. one per architecture parameter).
-        g_adv: Gradient of the adversarial loss, same structure and shapes.
-
-    Returns:
-        A 0-d tensor in ``[0, 1]`` on the gradients' device.
-
-    Raises:
-        ConfigError: the two gradients differ in size.
-    """
-    a, b = _flat(g_nat), _flat(g_adv)
-    if a.shape != b.shape:
-        raise ConfigError(f"g_nat and g_adv must have the same number of entries, but got {a.numel()} "
-                          f"and {b.numel()}.")
-    a, b = a.detach().double(), b.detach().double()
-    diff = a - b
-    denom = diff.dot(diff)
-    num = -diff.dot(b)
-    tiny = torch.finfo(torch.float64).tiny
-    gamma = torch.where(denom > 0, num / denom.clamp_min(tiny), torch.full_like(denom, 0.5))
-    return gamma.clamp(0.0, 1.0).to(torch.float32)
-
-
-def combine_gradients(g_nat: Sequence[torch.Tensor], g_adv: Sequence[torch.Tensor],
-                      gamma: torch.Tensor | float) -> list[torch.Tensor]:
-    """``gamma * g_nat + (1 - gamma) * g_adv`` per tensor (DSARA eq. 9-10)."""
-    if len(g_nat) != len(g_adv):
-        raise ConfigError(f"g_nat and g_adv must hold as many tensors, but got {len(g_nat)} and {len(g_adv)}.")
-    return [b + gamma * (a - b) for a, b in zip(g_nat, g_adv)]
-
-
-# --------------------------------------------------------------------------- RNAS: f and x'
-
-def _kl(logits_p: torch.Tensor, logits_nat: torch.Tensor) -> torch.Tensor:
-    lp_nat = F.log_softmax(logits_nat.float(), dim=1)
-    lp_p = F.log_softmax(logits_p.float(), dim=1)
-    return (lp_nat.exp() * (lp_nat - lp_p)).sum(dim=1)
-
-
-def _sym_kl(logits_p: torch.Tensor, logits_nat: torch.Tensor) -> torch.Tensor:
-    return _kl(logits_p, logits_nat) + _kl(logits_nat, logits_p)
-
-
-def _js(logits_p: torch.Tensor, logits_nat: torch.Tensor) -> torch.Tensor:
-    p, q = F.softmax(logits_p.float(), dim=1), F.softmax(logits_nat.float(), dim=1)
-    log_m = (0.5 * (p + q)).clamp_min(1e-12).log()
-    lp, lq = F.log_softmax(logits_p.float(), dim=1), F.log_softmax(logits_nat.float(), dim=1)
-    return 0.5 * ((p * (lp - log_m)).sum(1) + (q * (lq - log_m)).sum(1))
-
-
-def _l2(logits_p: torch.Tensor, logits_nat: torch.Tensor) -> torch.Tensor:
-    p, q = F.softmax(logits_p.float(), dim=1), F.softmax(logits_nat.float(), dim=1)
-    return (p - q).pow(2).sum(dim=1)
-
-
-DIVERGENCES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
-    "kl": _kl, "sym_kl": _sym_kl, "js": _js, "l2": _l2,
-}
-"""RNAS's f by name: ``f(logits of m(x'), logits of m(x)) -> (N,)`` per-image values >= 0.
-
-``kl``: ``KL(softmax(m(x)) || softmax(m(x')))`` (TRADES' direction, the
-default); ``sym_kl``: both directions summed; ``js``: Jensen-Shannon
-divergence; ``l2``: squared Euclidean distance of the softmax vectors.
-"""
-
-
-def divergence(f: str | Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-               ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The f of :data:`DIVERGENCES` named ``f`` (a callable is returned as is).
-
-    Raises:
-        ConfigError: unknown name.
-    """
-    if callable(f):
-        return f
-    if f not in DIVERGENCES:
-        raise ConfigError(f"Unknown divergence f {f!r}; valid: {sorted(DIVERGENCES)} or a callable "
-                          "f(logits_perturbed, logits_natural) -> per-image values.")
-    return DIVERGENCES[f]
-
-
-def _ball(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    return (x - eps).clamp_min(0.0), (x + eps).clamp_max(1.0)
-
-
-def uniform_perturbation(x: torch.Tensor, eps: float, *, generator: torch.Generator | None = None
-                         ) -> torch.Tensor:
-    """x' drawn uniformly from the l-inf eps-ball around ``x`` intersected with ``[0, 1]``.
-
-    RNAS-uniform (Alg. 2, eq. 5): "sample a perturbation example uniformly
-    from the perturbation set". Each pixel is uniform on
-    ``[max(0, x - eps), min(1, x + eps)]``, so the sample is exactly uniform on
-    the (box-shaped) intersection, not clipped onto its faces.
-    """
-    lo, hi = _ball(x.detach(), float(eps))
-    u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) if generator is not None \
-        else torch.rand_like(x)
-    return lo + (hi - lo) * u
-
-
-def maximize_divergence(model: nn.Module, x: torch.Tensor, target_logits: torch.Tensor, *, eps: float,
-                        step: float, steps: int, f: str | Callable = "kl", random_start: bool = True,
-                        keep_best: bool = True, autocast: bool = False,
-                        history: list[torch.Tensor] | None = None) -> torch.Tensor:
-    """RNAS-max's inner problem: PGD maximising ``f(m(x'), m(x))`` over the eps-ball (Alg. 1).
-
-    ``x'_{t+1} = clip_{ball(x, eps) ∩ [0,1]}(x'_t + step * sign(grad_x' f))``
-    from a uniform point of the ball (``random_start``; at ``x' = x`` the
-    gradient of a divergence vanishes). Gradients are taken w.r.t. the input
-    only (``torch.autograd.grad``): parameters' ``.grad`` are never touched.
-    The model runs in whatever mode it is in (search: train mode).
-
-    Args:
-        model: The supernet.
-        x: Natural inputs in ``[0, 1]``.
-        target_logits: ``m(x)`` (detached inside).
-        eps: l-inf radius (RNAS: 0.031). step: PGD step (0.003). steps: K (10).
-        f: Divergence (name in :data:`DIVERGENCES` or callable).
-        random_start: Start from a uniform point of the ball.
-        keep_best: Return, per image, the iterate with the largest f (one more
-            forward pass for the last iterate); else the last iterate.
-        autocast: bf16 autocast for the forward passes.
-        history: When a list, the mean f over the batch of the returned
-            points so far is appended after every step (``steps + 1`` 0-d
-            tensors, the first at the start point).
-
-    Returns:
-        Detached x' within the eps-ball around ``x`` and ``[0, 1]``.
-    """
-    fn = divergence(f)
-    x0 = x.detach()
-    if eps == 0 or x0.shape[0] == 0:
-        return x0.clone()
-    target = target_logits.detach().float()
-    lo, hi = _ball(x0, float(eps))
-    x_adv = uniform_perturbation(x0, eps) if random_start else x0.clone()
-    best, best_val = x_adv, None
-    with torch.enable_grad():
-        for _ in range(int(steps)):
-            xa = x_adv.detach().requires_grad_(True)
-            with autocast_context(x0.device, autocast):
-                logits = model(xa)
-            vals = fn(logits.float(), target)
-            (grad,) = torch.autograd.grad(vals.sum(), xa)
-            vals = vals.detach()
-            if keep_best:
-                best, best_val = _keep(best, best_val, xa.detach(), vals)
-            if history is not None:
-                history.append((best_val if keep_best else vals).mean())
-            x_adv = torch.minimum(torch.maximum(xa.detach() + step * grad.sign(), lo), hi)
-    if keep_best:
-        with torch.no_grad(), autocast_context(x0.device, autocast):
-            vals = fn(model(x_adv).float(), target)
-        best, best_val = _keep(best, best_val, x_adv, vals)
-        if history is not None:
-            history.append(best_val.mean())
-        return best
-    if history is not None:
-        with torch.no_grad(), autocast_context(x0.device, autocast):
-            history.append(fn(model(x_adv).float(), target).mean())
-    return x_adv
-
-
-def _keep(best: torch.Tensor, best_val: torch.Tensor | None, x: torch.Tensor,
-          vals: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    if best_val is None:
-        return x, vals
-    better = vals > best_val
-    mask = better.view(-1, *([1] * (x.dim() - 1)))
-    return torch.where(mask, x, best), torch.where(better, vals, best_val)
 
 
 def arch_entropy(weights: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -433,134 +236,6 @@ class SearchConfig:
         return dataclasses.replace(self, **changes)
 
 
-@dataclasses.dataclass(frozen=True)
-class DsaraConfig(SearchConfig):
-    """DSARA (``dsara.txt`` Alg. 1-3, Sec. 5.3); defaults are the paper's search settings.
-
-    Attributes:
-        init_channels: C of the search supernet (Sec. 5.3: 24, "larger than conventions").
-        stage1_epochs: E_so, epochs of the first stage (20).
-        stage2_epochs: epochs of the second, multi-objective stage (10).
-        combine: stage-2 update of alpha: ``"mgda"`` (Alg. 3, eq. 8-10) or
-            ``"sum"`` (natural + adversarial loss, the ablation of Table 5).
-        alpha_lr_stage2: Adam learning rate of alpha in stage 2 (5e-5).
-        attack: attack of the adversarial losses (``"pgd"`` or ``"fgsm"``).
-        eps, step, steps, random_start: its settings (PGD-7, 2/255, 1/510,
-            random start as PGD is defined in Sec. 2.1).
-        label_smoothing: of the cross-entropy of both losses (0).
-    """
-
-    init_channels: int = 24
-    stage1_epochs: int = 20
-    stage2_epochs: int = 10
-    combine: str = "mgda"
-    alpha_lr_stage2: float = 5e-5
-    attack: str = "pgd"
-    eps: float = 2 / 255
-    step: float = 1 / 510
-    steps: int = 7
-    random_start: bool = True
-    label_smoothing: float = 0.0
-
-    method = "dsara"
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self._int("stage1_epochs", 0)
-        self._int("stage2_epochs", 0)
-        if self.stage1_epochs + self.stage2_epochs < 1:
-            raise ConfigError("DsaraConfig needs at least one epoch: stage1_epochs + stage2_epochs >= 1, but "
-                              f"got {self.stage1_epochs} + {self.stage2_epochs}.")
-        check_choice("DsaraConfig.combine", self.combine, ("mgda", "sum"))
-        self._real("alpha_lr_stage2", 0.0, low_open=True)
-        check_choice("DsaraConfig.attack", self.attack, ("pgd", "fgsm"))
-        self._real("eps", 0.0, 1.0)
-        self._real("step", 0.0, 1.0, low_open=True)
-        self._int("steps", 1)
-        if not isinstance(self.random_start, bool):
-            raise ConfigError(f"DsaraConfig.random_start must be true or false, but got {self.random_start!r}.")
-        self._real("label_smoothing", 0.0, 1.0)
-
-    @property
-    def epochs(self) -> int:
-        return self.stage1_epochs + self.stage2_epochs
-
-
-@dataclasses.dataclass(frozen=True)
-class RnasConfig(SearchConfig):
-    """RNAS (``rnas.txt`` Alg. 1-2, Sec. 4.1); defaults are the paper's search settings.
-
-    Attributes:
-        variant: ``"max"`` (RNAS-max, PGD on f) or ``"uniform"`` (RNAS-uniform).
-        search_epochs: T, all epochs including warm-up (50).
-        warmup_epochs: W, first epochs that update only the weights (15).
-        lam: lambda, weight of the regularizer (1.0).
-        f: the divergence of :data:`DIVERGENCES` (``"kl"``).
-        eps: radius of the perturbation set S (0.031).
-        step, steps: PGD step and K for RNAS-max (0.003, 10); also the
-            settings of the per-epoch adversarial evaluation.
-        random_start: RNAS-max starts from a uniform point of S.
-        keep_best: RNAS-max returns the iterate with the largest f per image.
-    """
-
-    variant: str = "max"
-    search_epochs: int = 50
-    warmup_epochs: int = 15
-    lam: float = 1.0
-    f: str = "kl"
-    eps: float = 0.031
-    step: float = 0.003
-    steps: int = 10
-    random_start: bool = True
-    keep_best: bool = True
-    w_min_lr: float = 0.001
-    arch_first: bool = True
-
-    method = "rnas"
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_choice("RnasConfig.variant", self.variant, ("max", "uniform"))
-        self._int("search_epochs", 1)
-        self._int("warmup_epochs", 0)
-        if self.warmup_epochs > self.search_epochs:
-            raise ConfigError(f"RnasConfig.warmup_epochs ({self.warmup_epochs}) must not exceed search_epochs "
-                              f"({self.search_epochs}).")
-        self._real("lam", 0.0)
-        check_choice("RnasConfig.f", self.f, tuple(DIVERGENCES))
-        self._real("eps", 0.0, 1.0)
-        self._real("step", 0.0, 1.0, low_open=True)
-        self._int("steps", 1)
-        for name in ("random_start", "keep_best"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"RnasConfig.{name} must be true or false, but got {getattr(self, name)!r}.")
-
-    @property
-    def epochs(self) -> int:
-        return self.search_epochs
-
-
-METHODS: dict[str, type[SearchConfig]] = {"dsara": DsaraConfig, "rnas": RnasConfig}
-"""Method name -> its config class."""
-
-
-def search_config(method: str | Mapping[str, Any], args: Mapping[str, Any] | None = None) -> SearchConfig:
-    """Build a method's config from a name and a dict of its settings (YAML ``method_args``).
-
-    ``search_config({"method": "rnas", "variant": "uniform"})`` works as well.
-
-    Raises:
-        ConfigError: unknown method or setting (the message names it and the valid ones).
-    """
-    if isinstance(method, Mapping):
-        if args is not None:
-            raise ConfigError("search_config: give the settings inside the dict or as args, not both.")
-        args = {k: v for k, v in method.items() if k != "method"}
-        method = method.get("method")
-    check_choice("method", method, tuple(METHODS))
-    return from_dict(METHODS[method], dict(args or {}), f"the settings of method {method!r}")
-
-
 # --------------------------------------------------------------------------- methods
 
 Stats = dict[str, torch.Tensor]
@@ -626,122 +301,13 @@ def _grad(loss: torch.Tensor, params: Sequence[torch.Tensor]) -> list[torch.Tens
     return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
 
 
-class DsaraMethod(SearchMethod):
-    """DSARA's two-stage search strategy (``dsara.txt`` Alg. 2) with Alg. 3's MGDA update."""
-
-    config: DsaraConfig
-
-    def __init__(self, config: DsaraConfig) -> None:
-        super().__init__(config)
-        self.attack = build_attack(config.attack, eps=config.eps, step=config.step, steps=config.steps,
-                                   random_start=config.random_start, autocast=config.autocast)
-
-    def stage(self, epoch: int) -> int:
-        """Alg. 1 line 4: epoch ``i`` (1-based) is in stage 1 while ``i <= E_so``."""
-        return 1 if epoch < self.config.stage1_epochs else 2
-
-    def arch_lr(self, epoch: int) -> float:
-        return self.config.alpha_lr if self.stage(epoch) == 1 else self.config.alpha_lr_stage2
-
-    def eval_attack(self) -> Attack | None:
-        return self.attack
-
-    def _ce(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits, y, label_smoothing=self.config.label_smoothing)
-
-    def weight_loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, Stats]:
-        """Alg. 2 lines 3 and 6: the adversarial training loss, in both stages."""
-        x_adv = self.attack(model, x, y)
-        logits = self._forward(model, x_adv)
-        loss = self._ce(logits, y)
-        return loss, {"train_loss": loss.detach(), "train_acc": _acc(logits, y)}
-
-    def arch_gradients(self, model: nn.Module, alphas: Sequence[torch.Tensor], x: torch.Tensor,
-                       y: torch.Tensor, epoch: int) -> tuple[list[torch.Tensor], Stats]:
-        """Stage 1: grad of L_adv_val (Alg. 2 line 4); stage 2: MGDA over L_std_val, L_adv_val (Alg. 3)."""
-        x_adv = self.attack(model, x, y)
-        logits_adv = self._forward(model, x_adv)
-        loss_adv = self._ce(logits_adv, y)
-        stats: Stats = {"arch_loss_adv": loss_adv.detach(), "arch_acc_adv": _acc(logits_adv, y)}
-        if self.stage(epoch) == 1:
-            return _grad(loss_adv, alphas), stats
-        logits_nat = self._forward(model, x)
-        loss_nat = self._ce(logits_nat, y)
-        stats.update(arch_loss_nat=loss_nat.detach(), arch_acc_nat=_acc(logits_nat, y))
-        if self.config.combine == "sum":
-            stats["gamma"] = torch.full((), 0.5, device=x.device)
-            return _grad(loss_nat + loss_adv, alphas), stats
-        g_nat = _grad(loss_nat, alphas)
-        g_adv = _grad(loss_adv, alphas)
-        gamma = gamma_star(g_nat, g_adv)
-        stats["gamma"] = gamma
-        return combine_gradients(g_nat, g_adv, gamma.to(g_nat[0].dtype)), stats
-
-
-class RnasMethod(SearchMethod):
-    """RNAS-max / RNAS-uniform (``rnas.txt`` Alg. 1 / Alg. 2): regularised natural loss on both levels."""
-
-    config: RnasConfig
-
-    def __init__(self, config: RnasConfig) -> None:
-        super().__init__(config)
-        self.f = divergence(config.f)
-        self._eval_attack = build_attack("pgd", eps=config.eps, step=config.step, steps=config.steps,
-                                         random_start=True, autocast=config.autocast)
-
-    def updates_arch(self, epoch: int) -> bool:
-        """Sec. 4.1: the first W epochs warm up the network (alpha frozen)."""
-        return epoch >= self.config.warmup_epochs
-
-    def stage(self, epoch: int) -> int:
-        return 1 if epoch < self.config.warmup_epochs else 2
-
-    def eval_attack(self) -> Attack | None:
-        return self._eval_attack
-
-    def perturb(self, model: nn.Module, x: torch.Tensor, logits_nat: torch.Tensor) -> torch.Tensor:
-        """x' of the regularizer: PGD on f (max) or a uniform sample of S (uniform)."""
-        cfg = self.config
-        if cfg.variant == "uniform":
-            return uniform_perturbation(x, cfg.eps)
-        return maximize_divergence(model, x, logits_nat, eps=cfg.eps, step=cfg.step, steps=cfg.steps, f=self.f,
-                                   random_start=cfg.random_start, keep_best=cfg.keep_best,
-                                   autocast=cfg.autocast)
-
-    def objective(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``CE(m(x), y) + lambda * f(m(x'), m(x))`` (eq. 4-5): (total, CE, f, natural logits)."""
-        logits_nat = self._forward(model, x)
-        x_p = self.perturb(model, x, logits_nat)
-        logits_p = self._forward(model, x_p)
-        ce = F.cross_entropy(logits_nat, y)
-        reg = self.f(logits_p, logits_nat).mean()
-        return ce + self.config.lam * reg, ce, reg, logits_nat
-
-    def weight_loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, Stats]:
-        """Alg. 1/2 line 4: the regularised training loss."""
-        loss, ce, reg, logits = self.objective(model, x, y)
-        return loss, {"train_loss": loss.detach(), "train_loss_nat": ce.detach(), "train_reg": reg.detach(),
-                      "train_acc": _acc(logits, y)}
-
-    def arch_gradients(self, model: nn.Module, alphas: Sequence[torch.Tensor], x: torch.Tensor,
-                       y: torch.Tensor, epoch: int) -> tuple[list[torch.Tensor], Stats]:
-        """Alg. 1/2 line 2: the regularised validation loss."""
-        loss, ce, reg, logits = self.objective(model, x, y)
-        return _grad(loss, alphas), {"arch_loss": loss.detach(), "arch_loss_nat": ce.detach(),
-                                     "reg": reg.detach(), "arch_acc_nat": _acc(logits, y)}
-
-
-def build_method(config: SearchConfig) -> SearchMethod:
-    """The :class:`SearchMethod` of a config."""
-    if isinstance(config, DsaraConfig):
-        return DsaraMethod(config)
-    if isinstance(config, RnasConfig):
-        return RnasMethod(config)
-    raise ConfigError(f"No search method for config {type(config).__name__}; valid: {sorted(METHODS)}.")
-
-
 # --------------------------------------------------------------------------- engine
+
+def _build_method(config: SearchConfig) -> SearchMethod:
+    from .methods import build_method  # the methods import this module
+
+    return build_method(config)
+
 
 def _check_supernet(model: nn.Module) -> None:
     missing = [name for name in ("arch_parameters", "weight_parameters", "arch_weights", "derive", "cell_types")
@@ -787,6 +353,8 @@ class DifferentiableSearch:
                  writer: Any = None, reporter: Callable[[dict[str, float]], Any] | None = None,
                  log_every: int = 0) -> None:
         if isinstance(config, Mapping):
+            from .methods import search_config
+
             config = search_config(config)
         if not isinstance(config, SearchConfig):
             raise ConfigError(f"config must be a DsaraConfig, RnasConfig or a dict, but got {type(config).__name__}.")
@@ -800,7 +368,7 @@ class DifferentiableSearch:
             config = config.replace(seed=random.SystemRandom().randrange(2 ** 31))
             logger.info("DifferentiableSearch: drew seed %d", config.seed)
         self.config = config
-        self.method = build_method(config)
+        self.method = _build_method(config)
         self.device = resolve_device(device)
         self.model = model.to(self.device)
         if config.channels_last:
@@ -838,7 +406,7 @@ class DifferentiableSearch:
         saved = dict(ckpt.get("config") or {})
         if self._seed_drawn and _is_int(saved.get("seed")):
             self.config = self.config.replace(seed=int(saved["seed"]))
-            self.method = build_method(self.config)
+            self.method = _build_method(self.config)
         check_run_checkpoint(path, ckpt, fmt=_CHECKPOINT_FORMAT, writer="DifferentiableSearch",
                              current=self.config.to_dict(), what="search")
         try:

@@ -45,19 +45,16 @@ from nni_robust.config import check_choice
 from nni_robust.errors import ConfigError, NniRobustError
 
 from . import extrapolation
-from .bridge import TrialTask, run_jobs, strategy_work_dir, task_model
+from ..bridge import (StageInterrupted, TrialTask, folder_property, run_jobs, run_stages, task_model,
+                      work_dir_property)
 from .evolution import TournamentEvolution
 from .multishot import MODES, supernet_path
 
-__all__ = ["MultiShotSearch", "export_best"]
+__all__ = ["MultiShotSearch"]
 
 logger = logging.getLogger(__name__)
 
 STAGES = ("supernets", "random", "family", "search", "export", "final", "done")
-
-
-class _Interrupted(Exception):
-    """The engine can run no more trials (budget exhausted or shut down): stop, resumable."""
 
 
 class _TaskEngine:
@@ -165,13 +162,8 @@ class MultiShotSearch(Strategy):
         self._final_result: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ helpers
-    @property
-    def work_dir(self) -> Path:
-        return strategy_work_dir(self, self.work_dir_arg)
-
-    @property
-    def supernets(self) -> Path:
-        return Path(self.supernet_dir).expanduser() if self.supernet_dir else self.work_dir / "supernets"
+    work_dir = work_dir_property
+    supernets = folder_property("supernet_dir", "supernets")
 
     @property
     def family(self) -> str:
@@ -191,7 +183,7 @@ class MultiShotSearch(Strategy):
         """Multi-shot evaluations of ``samples`` as trials; the finished ones are recorded.
 
         Raises:
-            _Interrupted: the engine ran out of budget or shut down first.
+            StageInterrupted: the engine ran out of budget or shut down first.
         """
         task = self._eval_task()
         models = []
@@ -204,7 +196,7 @@ class MultiShotSearch(Strategy):
             if m.status.completed():
                 self._record(s, m)
         if not complete:
-            raise _Interrupted()
+            raise StageInterrupted()
 
     def _random_sample(self) -> dict[str, Any]:
         return {label: self._rng.choice(list(m.values))
@@ -214,7 +206,7 @@ class MultiShotSearch(Strategy):
         from nni_robust.errors import ArchitectureError
         from nni_robust.spaces.dense_rob import DenseRobArch
 
-        from .networks import layout_of
+        from ..networks import layout_of
 
         layout = layout_of(self._trial_space)
         sample = {label: list(m.values)[0] for label, m in model_space.simplify().items()}
@@ -229,18 +221,12 @@ class MultiShotSearch(Strategy):
 
     # ------------------------------------------------------------------ stages
     def _run(self) -> None:
-        while self._stage != "done":
-            logger.info("MultiShotSearch: stage %s", self._stage)
-            try:
-                getattr(self, f"_stage_{self._stage}")()
-            except _Interrupted:
-                logger.warning("MultiShotSearch stops in stage %r: the engine has no trial budget left or has "
-                               "shut down. Resume (same work_dir) to continue from this stage.", self._stage)
-                return
-            self._stage = STAGES[STAGES.index(self._stage) + 1]
-            if self.supernets_only and self._stage == "random":
-                logger.info("MultiShotSearch: supernets_only, stopping after the supernets in %s", self.supernets)
-                self._stage = "done"
+        run_stages(self, STAGES, label=type(self).__name__, after_stage=self._after_stage)
+
+    def _after_stage(self) -> None:
+        if self.supernets_only and self._stage == "random":
+            logger.info("MultiShotSearch: supernets_only, stopping after the supernets in %s", self.supernets)
+            self._stage = "done"
 
     def _stage_supernets(self) -> None:
         missing = [w for w in self.widths if not supernet_path(self.supernets, w).exists()]
@@ -249,7 +235,7 @@ class MultiShotSearch(Strategy):
         jobs = [task_model(TrialTask("supernet", {"width": w, "supernet_dir": str(self.supernets)}))
                 for w in missing]
         if not self._run_jobs(jobs):
-            raise _Interrupted()
+            raise StageInterrupted()
         failed = [w for w, m in zip(missing, jobs) if m.status != ModelStatus.Trained]
         if failed:
             raise NniRobustError(f"Supernet training failed for widths {failed}; see those trials' logs. "
@@ -342,7 +328,7 @@ class MultiShotSearch(Strategy):
             self.engine.unregister_model_event_callback(ModelEventType.TrainingEnd, self._on_evaluation_end)
         self._evo_state = evo.state_dict()
         if not evo.finished:  # the engine's budget ran out or it shut down
-            raise _Interrupted()
+            raise StageInterrupted()
 
     def _stage_export(self) -> None:
         best = self.best()
@@ -375,7 +361,7 @@ class MultiShotSearch(Strategy):
             args["target_mflops"] = self.target_mflops
         job = task_model(TrialTask("final", args))
         if not self._run_jobs([job]):
-            raise _Interrupted()
+            raise StageInterrupted()
         if job.status != ModelStatus.Trained:
             raise NniRobustError("The final training trial failed; the exported architecture is in "
                                  f"{self.work_dir / 'best_architecture.json'}.")
@@ -413,37 +399,3 @@ def _rng_to_json(state: tuple) -> list:
 
 def _rng_from_json(state: Sequence) -> tuple:
     return (state[0], tuple(state[1]), state[2])
-
-
-def export_best(work_dir: str | Path, output: str | Path | None = None) -> Path:
-    """Write the best topology of a finished (or interrupted) search to ``output``.
-
-    Reads ``work_dir/best_architecture.json`` when the search got that far, else
-    picks the best of the finished evaluation trials in ``work_dir/trials.jsonl``
-    (by their reported ``default``).
-    """
-    work_dir = Path(work_dir)
-    src = work_dir / "best_architecture.json"
-    if src.exists():
-        data = json.loads(src.read_text())
-    else:
-        trials = work_dir / "trials.jsonl"
-        if not trials.exists():
-            raise ConfigError(f"{work_dir} holds neither best_architecture.json nor trials.jsonl; "
-                              "is it the work_dir of a search?")
-        best = None
-        for line in trials.read_text().splitlines():
-            rec = json.loads(line)
-            params, result = rec.get("parameters") or {}, rec.get("result")
-            if params.get("task") != "evaluate" or not isinstance(result, Mapping):
-                continue
-            if best is None or result.get("default", -math.inf) > best[1].get("default", -math.inf):
-                best = (params, result)
-        if best is None:
-            raise ConfigError(f"No finished evaluation trial in {trials}.")
-        data = {"sample": best[0]["sample"], "estimate": best[1]["default"], "result": best[1]}
-    out = Path(output) if output else src
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out != src or not src.exists():
-        out.write_text(json.dumps(data, indent=2, sort_keys=True))
-    return out

@@ -44,8 +44,8 @@ from nni_robust.reward import robust_reward
 from nni_robust.spaces.dense_rob import DenseRobArch
 
 from . import extrapolation
-from .networks import build_network
-from .settings import EvalSettings
+from ..networks import build_network
+from ..settings import EvalSettings
 
 __all__ = ["MODES", "MultiShotEvaluator", "supernet_path", "flatten_result"]
 

@@ -63,7 +63,7 @@ import numpy as np
 from nni_robust.config import check_choice
 from nni_robust.errors import CheckpointError, ConfigError, NniRobustError
 
-from .msrobnet_search import MultiShotSearch
+from .search import MultiShotSearch
 
 __all__ = ["PredictorSearch", "inner_search"]
 
@@ -244,7 +244,7 @@ class PredictorSearch(MultiShotSearch):
 
     @property
     def layout(self) -> Any:
-        from .networks import layout_of
+        from ..networks import layout_of
 
         return layout_of(self._trial_space)
 
