@@ -159,19 +159,40 @@ class Nnictl:
         self._factory = tmp_path_factory
         self._runs: dict[tuple, dict] = {}
         self._dirs: list[Path] = []
+        self._files: list[Path] = []
 
-    def run(self, name: str, *, timeout: float = 1500, **kwargs) -> dict:
+    def run(self, name: str, *, timeout: float = 1500, tuner_args: dict | None = None, **kwargs) -> dict:
         """``run_experiment(experiments/<name>.yml, ...)`` (cached): the result dict, plus ``yaml``
-        (the tuner's classArgs, when it has some) and ``config`` (the YAML's path)."""
+        (the tuner's classArgs as run) and ``config`` (the YAML's path).
+
+        ``tuner_args``: ``{"dotted.path": value}`` set inside ``tuner.classArgs`` (e.g.
+        ``{"settings.supernet.epochs": 1}``), on a copy of the YAML written beside the original
+        (so that its relative paths still hold), for the smallest budget that exercises every stage."""
         from nni_robust.trial.experiment import run_experiment
 
-        key = (name, timeout, json.dumps(kwargs, sort_keys=True, default=str))
+        key = (name, timeout, json.dumps([tuner_args, kwargs], sort_keys=True, default=str))
         if key not in self._runs:
             config = ROOT / "experiments" / f"{name}.yml"
+            data = yaml.safe_load(config.read_text())
             exp_dir = self._factory.mktemp(f"nni-{name}")
             self._dirs.append(exp_dir)
-            result = run_experiment(config, experiment_dir=exp_dir, timeout=timeout, **kwargs)
-            data = yaml.safe_load(config.read_text())
+            if tuner_args:
+                args = data.setdefault("tuner", {}).setdefault("classArgs", {})
+                for path, value in tuner_args.items():
+                    *parents, leaf = path.split(".")
+                    node = args
+                    for part in parents:
+                        node = node.setdefault(part, {})
+                    node[leaf] = value
+                copy = config.with_name(f".test-{exp_dir.name}-{config.name}")
+                copy.write_text(yaml.safe_dump(data, sort_keys=False))
+                self._files.append(copy)
+                config = copy
+            try:
+                result = run_experiment(config, experiment_dir=exp_dir, timeout=timeout, **kwargs)
+            finally:
+                if tuner_args:
+                    config.unlink(missing_ok=True)
             result["yaml"] = ((data.get("tuner") or {}).get("classArgs") or {})
             result["config"] = config
             self._runs[key] = result
@@ -196,6 +217,8 @@ class Nnictl:
     def cleanup(self) -> None:
         for folder in self._dirs:
             shutil.rmtree(folder, ignore_errors=True)
+        for file in self._files:
+            file.unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="session")
