@@ -15,9 +15,11 @@ these.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import pickle
 import random
 import tempfile
 from pathlib import Path
@@ -28,7 +30,7 @@ import torch
 
 from .errors import CheckpointError
 
-__all__ = ["save_checkpoint", "write_json", "load_checkpoint", "capture_rng_state", "restore_rng_state",
+__all__ = ["save_checkpoint", "write_json", "checksum_path", "load_checkpoint", "capture_rng_state", "restore_rng_state",
            "check_run_checkpoint"]
 
 logger = logging.getLogger(__name__)
@@ -128,6 +130,7 @@ def save_checkpoint(path: str | os.PathLike, **state: Any) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        _write_checksum(path)
     except BaseException as exc:
         try:
             os.unlink(tmp)
@@ -141,30 +144,72 @@ def save_checkpoint(path: str | os.PathLike, **state: Any) -> Path:
     return path
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def checksum_path(path: str | os.PathLike) -> Path:
+    """The file holding the SHA-256 of checkpoint ``path`` (``<path>.sha256``)."""
+    path = Path(path)
+    return path.with_name(path.name + ".sha256")
+
+
+def _write_checksum(path: Path) -> None:
+    side = checksum_path(path)
+    tmp = side.with_name(side.name + ".tmp")
+    tmp.write_text(f"{_sha256(path)}  {path.name}\n")
+    os.replace(tmp, side)
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", *,
-                    weights_only: bool = False) -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint`.
+                    weights_only: bool = True) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint`, safely.
+
+    The file is loaded with ``torch.load(weights_only=True)``: tensors, numbers,
+    strings, and lists/tuples/dicts of them, which is all the project stores
+    (the RNG states are tensors and tuples of numbers); a file that asks to run
+    code (a crafted pickle) is refused with a :class:`CheckpointError` and never
+    executed. When ``<path>.sha256`` exists (written by :func:`save_checkpoint`)
+    the file's SHA-256 must match it, so bit rot is detected on resume instead of
+    being trained on.
 
     Args:
         path: The checkpoint file.
         map_location: Passed to :func:`torch.load` (default: load on the CPU).
-        weights_only: Passed to :func:`torch.load`. Defaults to ``False``
-            because checkpoints hold the run's own RNG states and histories;
-            only load files you (or your run) wrote.
+        weights_only: Keep ``True``. ``False`` unpickles arbitrary objects, which
+            runs code from the file: only for a file you wrote yourself.
 
     Returns:
         The dict that was saved.
 
     Raises:
-        CheckpointError: The file is missing, unreadable, corrupt, or does not
-            hold a dict. The message names the path.
+        CheckpointError: The file is missing, unreadable, corrupt, fails its
+            checksum, holds objects other than the allowed types, or does not hold
+            a dict. The message names the path.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"Checkpoint {path.resolve()} does not exist.")
+    side = checksum_path(path)
+    if side.is_file():
+        expected = side.read_text().split()[0] if side.read_text().split() else ""
+        actual = _sha256(path)
+        if actual != expected:
+            raise CheckpointError(
+                f"Checkpoint {path.resolve()} fails its checksum ({side.name} says {expected[:16]}..., the file "
+                f"hashes to {actual[:16]}...): it changed after it was written (bit rot, a partial copy, or an "
+                f"edit). Restore it from a good copy, or delete {side.name} to load it anyway.")
     try:
         data = torch.load(path, map_location=map_location, weights_only=weights_only)
-    except Exception as exc:  # pickle, zip and torch errors all mean "unreadable"
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(f"Checkpoint {path.resolve()} holds objects other than tensors, numbers, strings and "
+                              f"containers of them, and was not loaded (loading it would run code from the file): "
+                              f"{exc}") from exc
+    except Exception as exc:  # zip and torch errors all mean "unreadable"
         raise CheckpointError(f"Checkpoint {path.resolve()} is corrupt or unreadable: "
                               f"{type(exc).__name__}: {exc}") from exc
     if not isinstance(data, dict):

@@ -274,13 +274,30 @@ def _read_cifar(name: str, root: Path, want_test: bool, download: bool):
     return train, test
 
 
+_CIFAR_PICKLE_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles only what a CIFAR batch holds (dicts, lists, strings, numbers, numpy arrays):
+    a crafted file naming any other global is refused, so reading a dataset never runs code."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _CIFAR_PICKLE_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in a CIFAR batch")
+
+
 def _read_cifar_files(folder: Path, files: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     images, labels = [], []
     for fname in files:
         path = folder / fname
         try:
             with open(path, "rb") as f:
-                entry = pickle.load(f, encoding="latin1")
+                entry = _CifarUnpickler(f, encoding="latin1").load()
             entry = {k.decode() if isinstance(k, bytes) else k: v for k, v in entry.items()}
             data = np.asarray(entry["data"], dtype=np.uint8)
             label = entry["labels"] if "labels" in entry else entry["fine_labels"]

@@ -33,3 +33,8 @@ class ArchitectureError(NniRobustError, ValueError):
 
 class CheckpointError(NniRobustError, RuntimeError):
     """A checkpoint is missing, corrupt or belongs to another run."""
+
+
+class NonFiniteError(NniRobustError, ArithmeticError):
+    """A model produced NaN or infinite outputs (or holds such weights): no accuracy is computed from it."""
+

@@ -10,7 +10,7 @@ from torch import nn
 
 from .attacks import FGSM, Attack
 from .device import autocast_context, resolve_device
-from .errors import ConfigError
+from .errors import ConfigError, NonFiniteError
 
 __all__ = ["evaluate"]
 
@@ -71,7 +71,7 @@ def evaluate(model: nn.Module, loader: Iterable, attacks: Mapping[str, Attack | 
     # (same inputs, same autocast): reuse it for clean accuracy.
     fused = next((n for n in names if isinstance(attacks[n], FGSM) and not attacks[n].random_start
                   and attacks[n].autocast == autocast), None) if None in attacks.values() else None
-    correct = torch.zeros(len(names), dtype=torch.long, device=dev)
+    correct = torch.zeros(len(names) + 1, dtype=torch.long, device=dev)  # last: images with non-finite logits
     seen = 0
     modes = {m: m.training for m in model.modules()}
     try:
@@ -93,7 +93,7 @@ def evaluate(model: nn.Module, loader: Iterable, attacks: Mapping[str, Attack | 
             adv: dict[str, torch.Tensor] = {}
             if fused is not None:  # FGSM's forward doubles as the clean forward
                 adv[fused], logits = attacks[fused].with_clean_logits(model, x, y)
-                clean_hits = (logits.argmax(dim=1) == y).sum()
+                clean_hits = _count(logits, y)
             hits = []
             for name in names:
                 attack = attacks[name]
@@ -104,7 +104,7 @@ def evaluate(model: nn.Module, loader: Iterable, attacks: Mapping[str, Attack | 
                 else:
                     x_adv = adv[name] if name in adv else attack(model, x, y)
                     hits.append(_hits(model, x_adv, y, autocast))
-            correct += torch.stack(hits)
+            correct += torch.stack([h[0] for h in hits] + [sum(h[1] for h in hits)])
     finally:
         for m, mode in modes.items():
             m.training = mode
@@ -112,12 +112,21 @@ def evaluate(model: nn.Module, loader: Iterable, attacks: Mapping[str, Attack | 
         raise ConfigError("evaluate: the loader yielded no images (or max_batches/max_images "
                           "cut everything).")
     counts = correct.tolist()  # the one sync
+    if counts[-1]:
+        raise NonFiniteError(f"evaluate: the model's outputs are NaN or infinite on {counts[-1]} of "
+                             f"{seen * len(names)} forward passes (keys {names}); its weights or inputs are broken, "
+                             "so no accuracy is reported.")
     result = {name: counts[i] / seen for i, name in enumerate(names)}
     logger.debug("evaluate on %d images: %s", seen, result)
     return result
 
 
-def _hits(model: nn.Module, x: torch.Tensor, y: torch.Tensor, autocast: bool) -> torch.Tensor:
+def _count(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(correct predictions, images whose logits are not all finite), as device tensors."""
+    return (logits.argmax(dim=1) == y).sum(), (~torch.isfinite(logits).all(dim=1)).sum()
+
+
+def _hits(model: nn.Module, x: torch.Tensor, y: torch.Tensor, autocast: bool) -> tuple[torch.Tensor, torch.Tensor]:
     with torch.no_grad(), autocast_context(x.device, autocast):
         logits = model(x)
-    return (logits.argmax(dim=1) == y).sum()
+    return _count(logits, y)

@@ -134,7 +134,6 @@ import json
 import logging
 import math
 import os
-import pickle
 import queue
 import re
 import threading
@@ -150,6 +149,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import nni
 from nni.tuner import Tuner
 
+from nni_robust import jsonstate
 from nni_robust.errors import ConfigError, NniRobustError
 from nni_robust.tb import search_work_dir
 
@@ -1097,16 +1097,18 @@ class StrategyTuner(Tuner):
                      "strategy_class": f"{type(self.strategy).__module__}.{type(self.strategy).__qualname__}",
                      "bridge": dict(self.engine.state_dict(), experiment_id=self.experiment_id),
                      "strategy": strategy_state}
-            json_path, pkl_path = self._state_paths()
+            json_path, _ = self._state_paths()
             try:
-                payload, path, other = json.dumps(state).encode(), json_path, pkl_path
-            except (TypeError, ValueError):
-                payload, path, other = pickle.dumps(state), pkl_path, json_path
-            tmp = path.with_suffix(path.suffix + ".tmp")
+                payload = jsonstate.dumps(state).encode()
+            except TypeError as exc:
+                if not self._state_warned:
+                    _logger.warning("The state of strategy %r cannot be saved as JSON (%s); only trials.jsonl is "
+                                    "saved, so a resumed run restarts the strategy.", self.strategy, exc)
+                    self._state_warned = True
+                return
+            tmp = json_path.with_suffix(json_path.suffix + ".tmp")
             tmp.write_bytes(payload)
-            os.replace(tmp, path)
-            if other.exists():
-                other.unlink()
+            os.replace(tmp, json_path)
 
     def _load_previous(self) -> tuple[dict | None, dict, int]:
         """(saved state or None, known results by replay key, largest model id) from ``work_dir``."""
@@ -1130,10 +1132,16 @@ class StrategyTuner(Tuner):
         json_path, pkl_path = self._state_paths()
         state = None
         if json_path.exists():
-            state = json.loads(json_path.read_text(encoding="utf-8"))
+            try:
+                state = jsonstate.loads(json_path.read_text(encoding="utf-8"))
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ConfigError(f"{json_path} is not a readable strategy state ({type(exc).__name__}: {exc}); "
+                                  "delete it to restart the strategy (finished trials in trials.jsonl are kept), "
+                                  "or use another work_dir.") from exc
         elif pkl_path.exists():
-            with open(pkl_path, "rb") as f:
-                state = pickle.load(f)
+            raise ConfigError(f"{pkl_path} is a pickled strategy state, which is never loaded (unpickling runs code "
+                              "from the file). States are JSON now: delete it to restart the strategy (finished "
+                              "trials in trials.jsonl are kept), or use another work_dir.")
         if state is not None:
             if state.get("format") != _STATE_FORMAT:
                 raise ConfigError(f"{json_path.parent} holds a state that is not a StrategyTuner state.")

@@ -263,7 +263,7 @@ def test_save_checkpoint_is_atomic(tmp_path):
         save_checkpoint(path, epoch=4, bad=lambda: None)  # cannot be pickled
     data = load_checkpoint(path)
     assert data["epoch"] == 3 and torch.equal(data["weights"], torch.arange(4))
-    assert [p.name for p in path.parent.iterdir()] == ["ck.pt"]  # no temporary files left
+    assert sorted(p.name for p in path.parent.iterdir()) == ["ck.pt", "ck.pt.sha256"]  # no temporary files left
 
 
 def test_load_checkpoint_errors_name_the_path(tmp_path):
