@@ -125,7 +125,7 @@ def profile(model: nn.Module, input_size: Sequence[int] = (3, 32, 32), *,
 def search_width(build: Callable[[int], nn.Module], target_flops: float, *,
                  input_size: Sequence[int] = (3, 32, 32), low: int = 1, high: int | None = None,
                  measure: Callable[[nn.Module], float] | None = None,
-                 max_width: int = 1 << 14) -> tuple[int, float]:
+                 max_width: int = 2048) -> tuple[int, float]:
     """The width whose capacity is closest to a target (MSRobNet Eq. 2, ``c(alpha)``).
 
     Finds ``c = argmin_{c in Z+, low <= c <= high} |C(build(c)) - target|``
@@ -143,7 +143,10 @@ def search_width(build: Callable[[int], nn.Module], target_flops: float, *,
         measure: Capacity of a built network; default :func:`count_flops` at
             ``input_size`` (the paper uses FLOPs; other measures such as
             :func:`count_params` work as long as they are monotone in width).
-        max_width: Upper limit of the doubling search when ``high`` is None.
+        max_width: Upper limit of the doubling search when ``high`` is None. A
+            target that even ``max_width`` cannot reach (predicted from the
+            quadratic growth of conv FLOPs in the width, before building anything
+            that large) is a :class:`ConfigError`, not a network that fills memory.
 
     Returns:
         ``(width, capacity)`` of the best width.
@@ -173,14 +176,20 @@ def search_width(build: Callable[[int], nn.Module], target_flops: float, *,
         return cache[width]
 
     if cap(low) >= target_flops:
+        if cap(low) > 2 * target_flops:
+            logger.warning("search_width: the target %.6g is below half the capacity %.6g of the smallest width "
+                           "%d; using width %d.", target_flops, cap(low), low, low)
         return low, cap(low)
     if high is None:
         hi = low
         while cap(hi) < target_flops:
-            if hi >= max_width:
-                logger.warning("search_width: capacity at max_width=%d is %.6g, below the "
-                               "target %.6g.", hi, cap(hi), target_flops)
-                return hi, cap(hi)
+            # conv FLOPs grow at most quadratically in the width: refuse a target out of reach
+            # before building networks that large
+            if cap(hi) * (max_width / hi) ** 2 < target_flops:
+                raise ConfigError(
+                    f"target_flops {target_flops:.6g} is out of reach: width {hi} gives {cap(hi):.6g}, so even "
+                    f"max_width={max_width} gives at most about {cap(hi) * (max_width / hi) ** 2:.6g}. "
+                    "Lower the target (check its unit: the project counts MFLOPs, 2 per multiply-add).")
             hi = min(hi * 2, max_width)
     else:
         hi = high

@@ -77,7 +77,12 @@ def test_nni_random_with_dedup(tmp_path, concurrency):
     check_parameters(finished, tmp_path)
     trained = list(tuner.engine.list_models(ModelStatus.Trained))
     assert len(trained) == 12 and all(m.metric == reward({"sample": m.sample}) for m in trained)
-    assert (tmp_path / "strategy_state.pkl").exists()  # numpy RNG state: not JSON-able
+    # the numpy RNG state (a tuple with an array) is saved as tagged JSON, never as a pickle
+    assert not (tmp_path / "strategy_state.pkl").exists()
+    from nni_robust import jsonstate
+
+    saved = jsonstate.loads((tmp_path / "strategy_state.json").read_text())["strategy"]["random_state"]
+    assert saved[0] == "MT19937" and len(saved[1]) == 624
 
 
 def test_nni_regularized_evolution(tmp_path):
@@ -90,6 +95,10 @@ def test_nni_regularized_evolution(tmp_path):
     assert len(population) == 6  # every result reached the strategy as a float metric
     assert all(isinstance(ind.y, float) for ind in population)
     assert tuner.search_finished and tuner.error is None
+    from nni_robust import jsonstate  # its Individuals and RNG state round-trip through the JSON state
+
+    saved = jsonstate.loads((tmp_path / "strategy_state.json").read_text())["strategy"]
+    assert [(i.x, i.y) for i in saved["population"]] == [(i.x, i.y) for i in population]
 
 
 def test_tournament_evolution_completes_its_budget(tmp_path):

@@ -823,8 +823,8 @@ def fit_many(family: str | Family, flops, rewards, *, unit: float = DEFAULT_UNIT
 
 
 def extrapolate(family: str | Family, flops, rewards, target_flops: float, *, unit: float = DEFAULT_UNIT,
-                maxfev: int | None = None, cond_max: float = 1e12,
-                solver: str = "curve_fit") -> tuple[float | None, FitResult]:
+                maxfev: int | None = None, cond_max: float = 1e12, solver: str = "curve_fit",
+                bounds: tuple[float, float] | None = (0.0, 1.0)) -> tuple[float | None, FitResult]:
     """Multi-shot estimate of the reward at the targeted capacity (MSRobNet Eq. 3).
 
     Fits ``family`` to the points (:func:`fit`) and evaluates it at
@@ -833,10 +833,14 @@ def extrapolate(family: str | Family, flops, rewards, target_flops: float, *, un
     Args:
         family, flops, rewards, unit, maxfev, cond_max, solver: as in :func:`fit`.
         target_flops: the targeted capacity ``C_T``, in the units of ``flops``.
+        bounds: the range a reward can take (the reward is a mix of two
+            accuracies, so ``[0, 1]``); an estimate outside it is a failed fit,
+            never a number that reaches a decision (a curve that shoots to 70
+            at the target would otherwise win every tournament). ``None``: no check.
 
     Returns:
         ``(estimate, fit_result)``; ``estimate`` is None when the fit failed
-        or its value at ``target_flops`` is not finite (then
+        or its value at ``target_flops`` is not finite or outside ``bounds`` (then
         ``fit_result.ok`` is False and its message says why).
 
     Raises:
@@ -857,6 +861,9 @@ def extrapolate(family: str | Family, flops, rewards, target_flops: float, *, un
     est = float(res.predict(float(t)))
     if not math.isfinite(est):
         return None, dataclasses.replace(res, ok=False, message=f"non-finite estimate at target {float(t):g}")
+    if bounds is not None and not bounds[0] <= est <= bounds[1]:
+        return None, dataclasses.replace(res, ok=False, message=f"estimate {est:.4g} at target {float(t):g} is "
+                                                              f"outside the reward range {list(bounds)}")
     return est, res
 
 
