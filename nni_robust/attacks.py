@@ -78,6 +78,9 @@ class Attack:
 
     def __init__(self, eps: float, *, autocast: bool = False) -> None:
         self.eps = _check_real("eps", eps, positive=False)
+        if self.eps > 1.0:
+            raise ConfigError(f"eps must be at most 1 (inputs lie in [0, 1]; 8/255 = {8 / 255:.4f} is the usual "
+                              f"l-inf budget), but got {eps!r}.")
         self.autocast = _check_bool("autocast", autocast)
         self._checked = False
         self._keep_logits = False
@@ -265,12 +268,14 @@ class PGD(Attack):
 ATTACKS: dict[str, type[Attack] | None] = {"fgsm": FGSM, "pgd": PGD, "none": None}
 
 
-def build_attack(name: str | None, **kwargs: Any) -> Attack | None:
+def build_attack(name: str | None, *, where: str | None = None, **kwargs: Any) -> Attack | None:
     """Create an attack by name.
 
     Args:
         name: ``"fgsm"``, ``"pgd"`` or ``"none"`` (case-insensitive; ``None``
             is the same as ``"none"``).
+        where: The settings key the attack comes from (e.g. ``settings.final.attacks.pgd20``):
+            errors then name it (``settings.final.attacks.pgd20.steps must ...``).
         **kwargs: Keyword arguments of the attack class. Keys whose value is
             ``None`` are dropped (so class defaults apply). For ``"none"`` all
             keywords are ignored; for ``"fgsm"`` a ``steps`` keyword is
@@ -283,9 +288,10 @@ def build_attack(name: str | None, **kwargs: Any) -> Attack | None:
     Raises:
         ConfigError: unknown name, unknown keyword or invalid value.
     """
+    prefix = f"{where}." if where else ""
     key = "none" if name is None else str(name).strip().lower()
     if key not in ATTACKS:
-        raise ConfigError(f"Unknown attack {name!r}. Valid attacks: {', '.join(ATTACKS)}.")
+        raise ConfigError(f"Unknown attack {prefix}name {name!r}. Valid attacks: {', '.join(ATTACKS)}.")
     cls = ATTACKS[key]
     if cls is None:
         return None
@@ -294,7 +300,17 @@ def build_attack(name: str | None, **kwargs: Any) -> Attack | None:
         steps = kw.pop("steps")
         if steps != 1:
             logger.debug("build_attack: FGSM is a single step; ignoring steps=%r.", steps)
+    import inspect
+
+    from .config import check_keys
+
+    params = inspect.signature(cls.__init__).parameters
+    check_keys(kw, [p for p in params if p != "self"], where or f"the settings of attack {key!r}")
     try:
         return cls(**kw)
     except TypeError as exc:
-        raise ConfigError(f"Invalid settings for attack {key!r}: {exc}") from exc
+        raise ConfigError(f"Invalid settings for attack {where or key!r}: {exc}") from exc
+    except ConfigError as exc:
+        if not where:
+            raise
+        raise ConfigError(f"{prefix}{exc}") from exc

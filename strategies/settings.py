@@ -14,10 +14,12 @@ Defaults are the MSRobNet paper's (Sec. 6.1.1 and App. B.2 of
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from nni_robust.config import check_choice, check_range, from_dict
+from nni_robust.attacks import build_attack
+from nni_robust.config import check_choice, check_keys, check_range, check_type, from_dict
 from nni_robust.data import DATASETS, load_dataset
 from nni_robust.errors import ConfigError
 from nni_robust.training import TrainConfig
@@ -108,6 +110,8 @@ class FinalSettings:
                 raise ConfigError(
                     f"final.attacks.{name} must be a mapping with a 'name' key "
                     f"('fgsm' or 'pgd') and its settings, but got {spec!r}.")
+            spec = dict(spec)  # built now, so a bad final attack fails before the search, not after it
+            build_attack(spec.pop("name"), where=f"settings.final.attacks.{name}", **spec)
         if self.eval_images is not None:
             check_range("final.eval_images", self.eval_images, 1)
         check_range("final.eval_batch_size", self.eval_batch_size, 1)
@@ -155,10 +159,12 @@ class TrialSettings:
             raise ConfigError(f"settings.space must be a mapping of space arguments, but got {self.space!r}.")
         train = self.final.train
         if not isinstance(train, TrainConfig):  # resolve the dataset's App. B.2 defaults
-            from nni_robust.config import check_keys
 
             overrides = dict(train or {})
             check_keys(overrides, [f.name for f in dataclasses.fields(TrainConfig)], "settings.final.train")
+            hints = typing.get_type_hints(TrainConfig)
+            for key, value in overrides.items():
+                check_type(f"settings.final.train.{key}", value, hints[key])
             resolved = TrainConfig.final(self.dataset if self.dataset != "digits" else "cifar10", **overrides)
             object.__setattr__(self, "final", dataclasses.replace(self.final, train=resolved))
 
@@ -175,6 +181,58 @@ class TrialSettings:
             nested["final"] = from_dict(FinalSettings, data.pop("final"), "settings.final")
         settings = from_dict(cls, data, "settings")
         return dataclasses.replace(settings, **nested)
+
+    def preflight(self, *, gpus_per_trial: int = 0, platform: str = "local") -> list[str]:
+        """Check what these settings need from the machine, before any work starts.
+
+        Loads the dataset (so a missing folder or wrong files fail now, naming the
+        folder and the files expected), checks that every image count fits its
+        split, and that the device exists.
+
+        Args:
+            gpus_per_trial: the experiment's ``trialGpuNumber``.
+            platform: the NNI training service; for another than ``local`` the
+                data and devices are on other machines, so only the counts are
+                checked when the data is here.
+
+        Returns:
+            Problems of this machine (data folder, device, GPUs) as sentences;
+            empty when the experiment can run here.
+
+        Raises:
+            ConfigError: an image count larger than its split (the data is here
+                and the settings cannot fit it anywhere).
+        """
+        import torch
+
+        from nni_robust.device import resolve_device
+        from nni_robust.errors import DatasetNotFoundError
+
+        problems: list[str] = []
+        try:
+            resolve_device(self.device)
+        except ConfigError as exc:
+            problems.append(f"settings.device: {exc}")
+        if gpus_per_trial and not torch.cuda.is_available() and platform == "local":
+            problems.append(f"trialGpuNumber is {gpus_per_trial}, but this machine has no CUDA device: NNI's local "
+                            "training service would stop the experiment at once; set trialGpuNumber: 0 and "
+                            "settings.device: cpu to run here.")
+        try:
+            search, final = self.data("search"), self.data("final")
+        except DatasetNotFoundError as exc:
+            problems.append(f"settings.dataset {self.dataset!r} (settings.data_root {self.data_root!r}): {exc}")
+            return problems
+        n_val, n_test = int(search.val[1].shape[0]), int(final.val[1].shape[0])
+        ev = self.evaluation
+        counts = [("settings.evaluation.calib_images", ev.calib_images, n_val, "validation split"),
+                  ("settings.evaluation.eval_offset + eval_images", ev.eval_offset + (ev.eval_images or 0), n_val,
+                   "validation split"),
+                  ("settings.final.eval_images", self.final.eval_images or 0, n_test, "test split")]
+        for key, value, size, split in counts:
+            if value > size:
+                raise ConfigError(f"{key} is {value}, but the {split} of {self.dataset} (val_fraction "
+                                  f"{self.val_fraction}) holds {size} images.")
+        return problems
 
     def data(self, split: str) -> Any:
         """The dataset of these settings (:func:`nni_robust.data.load_dataset`): ``"search"`` or ``"final"`` split."""

@@ -152,3 +152,71 @@ def test_a_model_with_nan_weights_is_an_error_not_an_accuracy(tiny_cnn):
         evaluate(model, loader)
     model = tiny_cnn()  # a healthy model: no error
     assert 0.0 <= evaluate(model, loader)["clean"] <= 1.0
+
+
+# --------------------------------------------------------------------------- validation before work starts
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _quick_yaml(tmp_path, **changes):
+    import yaml
+
+    data = yaml.safe_load((ROOT / "experiments" / "msrobnet-quick.yml").read_text())
+    for path, value in changes.items():
+        node = data
+        *parents, leaf = path.split(".")
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    out = tmp_path / "exp.yml"
+    out.write_text(yaml.safe_dump(data, sort_keys=False))
+    return out
+
+
+@pytest.mark.parametrize("path,value,message", [
+    ("tuner.classArgs.settings.final.attacks", {"pgd20": {"name": "pgd", "eps": 8, "step": 0.01, "steps": 20}},
+     r"settings\.final\.attacks\.pgd20\.eps must be at most 1"),
+    ("tuner.classArgs.settings.final.attacks", {"pgd20": {"name": "pgd", "eps": 0.03, "step": 0.01, "steps": 0}},
+     r"settings\.final\.attacks\.pgd20\.steps must be an integer >= 1"),
+    ("tuner.classArgs.settings.final.attacks", {"p": {"name": "pgd", "eps": 0.03, "step": 0.01, "stepz": 3}},
+     r"Unknown key 'stepz' in settings\.final\.attacks\.p"),
+    ("tuner.classArgs.settings.final.train", {"epochs": "5"}, r"settings\.final\.train\.epochs must be an integer"),
+    ("tuner.classArgs.settings.supernet.epochs", True, r"settings\.supernet\.epochs must be an integer, but got True"),
+    ("tuner.classArgs.settings.evaluation.autocast", "yes", r"settings\.evaluation\.autocast must be true or false"),
+    ("tuner.classArgs.settings.evaluation.eps", "8/255", r"settings\.evaluation\.eps must be a finite number"),
+    ("tuner.classArgs.settings.final.eval_images", 100000, r"settings\.final\.eval_images is 100000, but the test "),
+])
+def test_bad_settings_of_any_stage_fail_the_check(tmp_path, path, value, message):
+    """A setting read only by the final trial fails `check` (and so `run`), not after the search."""
+    from nni_robust.errors import ConfigError
+    from nni_robust.trial.experiment import check_experiment
+
+    with pytest.raises(ConfigError, match=message):
+        check_experiment(_quick_yaml(tmp_path, **{path: value}))
+
+
+def test_run_refuses_what_this_machine_cannot_run(tmp_path):
+    from nni_robust.errors import ConfigError
+    from nni_robust.trial.experiment import check_experiment, run_experiment
+
+    missing = _quick_yaml(tmp_path, **{"tuner.classArgs.settings.dataset": "cifar10",
+                                       "tuner.classArgs.settings.data_root": str(tmp_path / "nothing")})
+    summary = check_experiment(missing)
+    assert any("cifar-10-batches-py/data_batch_1" in p for p in summary["environment"])
+    with pytest.raises(ConfigError, match="cannot run on this machine"):
+        run_experiment(missing, experiment_dir=tmp_path / "exp")
+    assert not (tmp_path / "exp").exists()  # nothing started
+    if not torch.cuda.is_available():
+        gpu = _quick_yaml(tmp_path, trialGpuNumber=1, **{"trainingService.useActiveGpu": False})
+        assert any("trialGpuNumber is 1" in p for p in check_experiment(gpu)["environment"])
+
+
+def test_cli_check_exit_code_and_config_only(tmp_path, capsys):
+    from nni_robust.trial.cli import main
+
+    missing = _quick_yaml(tmp_path, **{"tuner.classArgs.settings.dataset": "svhn",
+                                       "tuner.classArgs.settings.data_root": str(tmp_path)})
+    assert main(["check", str(missing)]) == 1
+    assert "train_32x32.mat" in capsys.readouterr().err
+    assert main(["check", "--config-only", str(missing)]) == 0

@@ -8,6 +8,7 @@ Subcommands:
     evaluate    clean / FGSM / PGD accuracy of a model written by ``train``
     check       validate an experiment YAML (NNI keys and our tuner's classArgs)
     run         start ``nnictl create`` on a YAML, wait for it, print the result
+    benchmark   ``benchmark tabular``: search strategies side by side on a tabular robustness benchmark
 """
 
 from __future__ import annotations
@@ -186,9 +187,15 @@ def cmd_evaluate(ns: argparse.Namespace) -> int:
 def cmd_check(ns: argparse.Namespace) -> int:
     from .experiment import check_experiment
 
-    summary = check_experiment(ns.config)
+    summary = check_experiment(ns.config, environment=not ns.config_only)
     print(json.dumps(summary, indent=2))
-    return 0
+    problems = summary.get("environment") or []
+    for problem in problems:
+        print(f"nni-robust check: warning: {problem}", file=sys.stderr)
+    if problems:
+        print("nni-robust check: the config is valid, but it cannot run on this machine as it is "
+              "(--config-only checks the config alone).", file=sys.stderr)
+    return 1 if problems else 0
 
 
 def cmd_run(ns: argparse.Namespace) -> int:
@@ -204,6 +211,19 @@ def cmd_resume(ns: argparse.Namespace) -> int:
     result = resume_experiment(ns.id, experiment_dir=ns.experiment_dir, port=ns.port, timeout=ns.timeout,
                                keep=ns.keep)
     return _summarise(result, ns.keep)
+
+
+def cmd_benchmark_tabular(ns: argparse.Namespace) -> int:
+    from .benchmark import main_tabular
+
+    def progress(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    result = main_tabular(ns.config, table=ns.table, seeds=ns.seeds, budgets=ns.budgets, labels=ns.strategies,
+                          out=ns.out, progress=progress)
+    print(Path(result["paths"]["md"]).read_text())
+    print(json.dumps({"seconds": round(result["seconds"], 1), **result["paths"]}, indent=2))
+    return 0
 
 
 def _summarise(result: dict, keep: bool) -> int:
@@ -276,8 +296,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--eval-images", type=int, help="evaluate on the first N test images")
         p.set_defaults(func=func)
 
-    p = sub.add_parser("check", help="validate an experiment YAML")
+    p = sub.add_parser("check", help="validate an experiment YAML (and that this machine can run it)")
     p.add_argument("config")
+    p.add_argument("--config-only", action="store_true",
+                   help="check the config alone, not the data folder, device and GPUs of this machine")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("run", help="run an experiment YAML under nnictl and wait for it")
@@ -295,6 +317,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=None, help="seconds to wait (default: no limit)")
     p.add_argument("--keep", action="store_true", help="leave the experiment (and web UI) running")
     p.set_defaults(func=cmd_resume)
+
+    p = sub.add_parser("benchmark", help="search strategies side by side on a tabular benchmark")
+    bench = p.add_subparsers(dest="benchmark", required=True)
+    p = bench.add_parser("tabular", help="every strategy of a config against the NAS-Bench-201 robustness table")
+    p.add_argument("config", help="benchmark YAML, e.g. benchmarks/nb201-tabular.yml")
+    p.add_argument("--table", help="the robustness dataset's folder (default: the config's table)")
+    p.add_argument("--seeds", type=int, help="seeds per strategy (default: the config's)")
+    p.add_argument("--budgets", type=int, nargs="+", help="query budgets (default: the config's)")
+    p.add_argument("--strategies", nargs="+", help="run only these strategy labels of the config")
+    p.add_argument("--out", default="benchmark-tabular", help="output folder (default: ./benchmark-tabular)")
+    p.set_defaults(func=cmd_benchmark_tabular)
     return parser
 
 

@@ -9,6 +9,7 @@ machine). The ``nni-robust run`` command and the end-to-end tests use it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -37,15 +38,21 @@ __all__ = ["load_yaml", "load_experiment_settings", "check_experiment", "run_exp
 
 logger = logging.getLogger(__name__)
 
-def check_experiment(path: str | Path) -> dict[str, Any]:
+def check_experiment(path: str | Path, *, environment: bool = True) -> dict[str, Any]:
     """Validate an experiment YAML as nnictl and our tuner will see it.
 
     NNI's own keys are checked by NNI's ``ExperimentConfig`` (an unknown key is an
     error naming it); the bridge tuner's ``classArgs`` are checked by constructing
     the tuner's validator, so a misspelt setting fails here, not in a trial.
 
+    With ``environment`` (the default) it also checks what the settings need
+    from this machine (:meth:`TrialSettings.preflight`: the data folder and
+    its files, the image counts against the splits, the device, GPUs asked
+    for); the problems found are listed under ``environment`` (a config may be
+    meant for another machine; :func:`run_experiment` refuses to start with any).
+
     Returns:
-        a summary: strategy, space, trial concurrency, max trials.
+        a summary: strategy, space, trial concurrency, max trials, environment problems.
     """
     from nni.experiment.config import ExperimentConfig
 
@@ -63,13 +70,23 @@ def check_experiment(path: str | Path) -> dict[str, Any]:
         from nni_robust.strategies.bridge import StrategyTuner
 
         args = dict(tuner.get("classArgs") or {})
-        # Build the tuner as NNI would (space, strategy, settings, their agreement), on a scratch work dir.
-        with tempfile.TemporaryDirectory(prefix="nni_robust_check_") as tmp:
+        # Build the tuner as NNI would (space, strategy, settings, their agreement), on a scratch work dir,
+        # from the trials' folder (a relative path in the task's arguments is relative to it under nnictl).
+        trial_dir = Path(os.path.expanduser(str(data.get("trialCodeDirectory", "."))))
+        trial_dir = trial_dir if trial_dir.is_absolute() else path.resolve().parent / trial_dir
+        with tempfile.TemporaryDirectory(prefix="nni_robust_check_") as tmp, contextlib.chdir(trial_dir):
             args["work_dir"] = tmp
             args["resume"] = False
             args["lazy_init"] = False
-            StrategyTuner(**args)
+            tuner = StrategyTuner(**args)
         summary.update({"strategy": args.get("strategy"), "space": args.get("space")})
+        if environment:
+            from nni_robust.strategies.settings import TrialSettings
+
+            platform = (data.get("trainingService") or {}).get("platform", "local") \
+                if isinstance(data.get("trainingService"), Mapping) else "local"
+            summary["environment"] = TrialSettings.from_dict(tuner.settings).preflight(
+                gpus_per_trial=int(data.get("trialGpuNumber") or 0), platform=platform)
     command = str(data.get("trialCommand") or "")
     if "nni_robust.trial.tradeoff" in command:  # a trade-off experiment: check the search it runs
         code_dir = Path(os.path.expanduser(str(data.get("trialCodeDirectory", "."))))
@@ -133,7 +150,9 @@ def run_experiment(config: str | Path, *, port: int = 0, timeout: float | None =
         ``{"id", "status", "port", "work_dir", "trials": [...], "failed_trials", "best"}``.
     """
     config = Path(config).resolve()
-    check_experiment(config)  # a bad key fails here, before anything starts
+    summary = check_experiment(config)  # a bad key fails here, before anything starts
+    if summary.get("environment"):
+        raise ConfigError(f"{config} cannot run on this machine:\n- " + "\n- ".join(summary["environment"]))
     data = load_yaml(config)
     data.update(overrides or {})
     if experiment_dir is not None:
@@ -189,13 +208,27 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _nnictl_start(command: list[str]) -> str:
-    proc = subprocess.run([_nnictl(), *command], capture_output=True, text=True, env=_env(), timeout=300)
-    out = re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout + proc.stderr)  # drop ANSI colours
-    match = re.search(r"[Ee]xperiment ID(?: is)?[:\s]+([A-Za-z0-9]+)", out, re.IGNORECASE)
-    if proc.returncode != 0 or not match:
-        raise NniRobustError(f"nnictl {command[0]} failed (exit {proc.returncode}):\n{out}")
-    return match.group(1)
+def _nnictl_start(command: list[str], *, attempts: int = 4) -> str:
+    """Run ``nnictl create|resume`` and return the experiment id.
+
+    NNI's launcher gives its web server about three seconds to answer
+    ``/check-status`` and otherwise kills it ("Create experiment failed ...
+    check-status"); on a loaded machine Node can take longer to start. That
+    failure (and only that one) is retried, up to ``attempts`` times.
+    """
+    for attempt in range(1, attempts + 1):
+        proc = subprocess.run([_nnictl(), *command], capture_output=True, text=True, env=_env(), timeout=300)
+        out = re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout + proc.stderr)  # drop ANSI colours
+        match = re.search(r"[Ee]xperiment ID(?: is)?[:\s]+([A-Za-z0-9]+)", out, re.IGNORECASE)
+        if proc.returncode == 0 and match:
+            return match.group(1)
+        slow_start = "check-status" in out and ("Create experiment failed" in out or "Timeout, retry" in out)
+        if not slow_start or attempt == attempts:
+            raise NniRobustError(f"nnictl {command[0]} failed (exit {proc.returncode}):\n{out}")
+        logger.warning("nnictl %s: NNI's web server did not answer in time (attempt %d of %d); retrying.",
+                       command[0], attempt, attempts)
+        time.sleep(2.0 * attempt)
+    raise AssertionError("unreachable")
 
 
 def stop_experiment(exp_id: str) -> None:
