@@ -409,6 +409,13 @@ class AdversarialTrainer:
         except (RuntimeError, KeyError, ValueError) as exc:
             raise CheckpointError(f"Checkpoint {path.resolve()} does not fit this model/optimizer: "
                                   f"{exc}") from exc
+        bad = [name for name, t in ckpt["model"].items()
+               if torch.is_tensor(t) and t.is_floating_point() and not torch.isfinite(t).all()]
+        if bad:
+            raise CheckpointError(f"Checkpoint {path.resolve()} holds NaN or infinite weights ({bad[:3]}"
+                                  f"{' ...' if len(bad) > 3 else ''}): it was written after the run had already "
+                                  "broken (or the file is damaged), so resuming from it cannot work. Delete it to "
+                                  "restart this run.")
         self.epoch = int(ckpt["epoch"])
         self.global_step = int(ckpt["global_step"])
         self.history = list(ckpt["history"])

@@ -20,7 +20,7 @@ from nni_robust.attacks import build_attack
 from nni_robust.checkpoint import load_checkpoint, save_checkpoint, write_json
 from nni_robust.data import TensorLoader
 from nni_robust.device import resolve_device
-from nni_robust.errors import ConfigError
+from nni_robust.errors import CheckpointError, ConfigError
 from nni_robust.evaluation import evaluate
 from nni_robust.flops import count_flops, count_params, search_width
 from nni_robust.tb import summary_writer
@@ -116,6 +116,10 @@ def evaluate_checkpoint(settings: TrialSettings, model_path: str | Path, *,
                         out_dir: str | Path | None = None) -> dict[str, float]:
     """Evaluate a final model saved by :func:`train_final` with ``settings.final.attacks``."""
     state = load_checkpoint(model_path)
+    missing = [k for k in ("model", "arch", "init_channels") if k not in state]
+    if missing:
+        raise CheckpointError(f"{model_path} is not a model written by the final training (nni-robust train or the "
+                              f"final trial): it lacks {missing} (it has {sorted(state)}).")
     device = resolve_device(settings.device)
     splits = settings.data("final")
     space = state.get("space", settings.space)

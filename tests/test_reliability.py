@@ -220,3 +220,35 @@ def test_cli_check_exit_code_and_config_only(tmp_path, capsys):
     assert main(["check", str(missing)]) == 1
     assert "train_32x32.mat" in capsys.readouterr().err
     assert main(["check", "--config-only", str(missing)]) == 0
+
+
+def test_a_resumed_nan_checkpoint_is_named_not_blamed_on_the_lr(tmp_path, tiny_cnn):
+    from nni_robust.training import AdversarialTrainer, TrainConfig
+
+    x, y = torch.rand(16, 1, 8, 8), torch.arange(16) % 10
+    cfg = TrainConfig(epochs=2, batch_size=8, attack="none", seed=0)
+    ckpt = tmp_path / "checkpoint.pt"
+    model = tiny_cnn()
+    AdversarialTrainer(model, cfg, device="cpu", checkpoint_path=ckpt).fit(
+        TensorLoader(x, y, batch_size=8, shuffle=True, seed=0))
+    state = load_checkpoint(ckpt)
+    state["model"]["head.weight"].fill_(float("nan"))
+    state["epoch"] = 1
+    save_checkpoint(ckpt, **state)
+    with pytest.raises(CheckpointError, match="NaN or infinite weights.*head.weight"):
+        AdversarialTrainer(tiny_cnn(), cfg, device="cpu", checkpoint_path=ckpt)
+
+
+def test_cli_inputs_that_used_to_raise_tracebacks(tmp_path, capsys):
+    from nni_robust.trial.cli import main
+
+    assert main(["profile", str(tmp_path / "nothere.json")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["profile", "MSRobNet-1560", "--space", "{bad"]) == 2
+    assert "--space must be a JSON object" in capsys.readouterr().err
+    (tmp_path / "x.json").write_text('{"arch": "not json"}')
+    assert main(["profile", str(tmp_path / "x.json")]) == 2
+    assert "'arch' is a string that is not architecture JSON" in capsys.readouterr().err
+    save_checkpoint(tmp_path / "m.pt", weights=torch.ones(1))
+    assert main(["evaluate", str(tmp_path / "m.pt"), "--dataset", "digits", "--device", "cpu"]) == 2
+    assert "lacks ['model', 'arch', 'init_channels']" in capsys.readouterr().err

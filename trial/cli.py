@@ -41,12 +41,17 @@ def _load_arch(spec: str):
     from nni_robust.spaces.presets import get_preset, list_presets
     from nni_robust.strategies.networks import arch_from_json
 
+    from nni_robust.errors import ConfigError
+
     path = Path(spec)
-    text = path.read_text() if path.exists() else spec if spec.lstrip().startswith("{") else None
+    text = path.read_text() if path.is_file() else spec if spec.lstrip().startswith("{") else None
     if text is None:
         if spec in list_presets():
             preset = get_preset(spec)
             return preset.arch, preset, None
+        if "/" in spec or "\\" in spec or spec.endswith(".json") or path.exists():
+            raise ConfigError(f"architecture file {spec!r} does not exist (or is not a file); give an architecture "
+                              f"JSON file, a JSON string or a preset name ({', '.join(list_presets())}).")
         get_preset(spec)  # raises a ConfigError listing close names
         raise AssertionError("unreachable")
     try:
@@ -58,7 +63,10 @@ def _load_arch(spec: str):
         space = data.get("final_space") or data.get("space")
         data = data["arch"]
         if isinstance(data, str):
-            data = json.loads(data)
+            try:
+                data = json.loads(data)
+            except json.JSONDecodeError as exc:
+                raise ArchitectureError(f"{spec}: its 'arch' is a string that is not architecture JSON: {exc}") from exc
     kind = data.get("space", "dense_rob") if isinstance(data, dict) else "dense_rob"
     if space is None and kind != "dense_rob":
         space = {"name": kind}
@@ -97,6 +105,7 @@ def _settings(path: str | None, dataset: str | None, data_root: str | None, devi
 
 def cmd_profile(ns: argparse.Namespace) -> int:
     from nni_robust.config import check_choice
+    from nni_robust.errors import ConfigError
     from nni_robust.data import DATASETS
     from nni_robust.flops import count_flops, count_params, search_width
     from nni_robust.strategies.networks import build_network
@@ -105,7 +114,13 @@ def cmd_profile(ns: argparse.Namespace) -> int:
     check_choice("--dataset", ns.dataset, tuple(DATASETS))
     info = DATASETS[ns.dataset]
     if ns.space:
-        space = json.loads(ns.space)
+        try:
+            space = json.loads(ns.space)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"--space must be a JSON object like '{{\"name\": \"darts\", \"num_cells\": 20}}', "
+                              f"but got {ns.space!r}: {exc}") from exc
+        if not isinstance(space, dict):
+            raise ConfigError(f"--space must be a JSON object (a dict with 'name'), but got {ns.space!r}.")
     elif preset is not None:
         space = preset.space_kwargs()
     else:

@@ -62,7 +62,9 @@ def check_experiment(path: str | Path, *, environment: bool = True) -> dict[str,
         config = ExperimentConfig(**data)  # accepts the YAML's camelCase keys
         config.validate()
     except (ValueError, AttributeError, TypeError, AssertionError) as exc:
-        raise ConfigError(f"{path}: invalid NNI experiment config: {exc}") from exc
+        detail = str(exc).strip() or f"{type(exc).__name__} {exc!r}"
+        raise ConfigError(f"{path}: invalid NNI experiment config (checked by NNI's ExperimentConfig): {detail}. "
+                          "See NNI 3.0's experiment config reference for the valid keys.") from exc
     tuner = data.get("tuner") or {}
     summary: dict[str, Any] = {"config": str(path), "trialConcurrency": data.get("trialConcurrency"),
                                "maxTrialNumber": data.get("maxTrialNumber")}
