@@ -46,6 +46,7 @@ from nni_robust.spaces.dense_rob import DenseRobArch
 from . import extrapolation
 from ..networks import build_network
 from ..settings import EvalSettings
+from ..supernet import supernet_path
 
 __all__ = ["MODES", "MultiShotEvaluator", "supernet_path", "flatten_result"]
 
@@ -55,11 +56,6 @@ logger = logging.getLogger(__name__)
 #: (baseline "one-shot-rA-<c>c"). ``oneshot_per_flops``: that reward divided by the
 #: topology's FLOPs in that supernet (baseline "reward / FLOPs").
 MODES = ("multishot", "oneshot", "oneshot_per_flops")
-
-
-def supernet_path(supernet_dir: str | Path, width: int) -> Path:
-    """Where the supernet of init channels ``width`` is stored inside ``supernet_dir``."""
-    return Path(supernet_dir) / f"c{int(width)}" / "supernet.pt"
 
 
 @dataclass

@@ -12,28 +12,18 @@ from __future__ import annotations
 
 import logging
 import random
-import time
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
-import torch
-
-from nni_robust.attacks import build_attack
-from nni_robust.bn import calibrate_bn
-from nni_robust.checkpoint import save_checkpoint, write_json
-from nni_robust.data import TensorLoader
-from nni_robust.device import resolve_device
+from nni_robust.checkpoint import write_json
 from nni_robust.errors import ConfigError
-from nni_robust.evaluation import evaluate
-from nni_robust.reward import robust_reward
 from nni_robust.spaces.dense_rob import DenseRobArch, layout_of
-from nni_robust.tb import summary_writer
-from nni_robust.training import AdversarialTrainer
 
-from ..networks import build_network
 from ..registry import TaskContext, numeric
 from ..settings import TrialSettings
-from .multishot import MultiShotEvaluator, flatten_result, supernet_path
+from ..supernet import train_supernet as shared_train_supernet
+from ..supernet import uniform_sampler
+from .multishot import MultiShotEvaluator, flatten_result
 
 __all__ = ["train_supernet", "evaluate_architecture", "supernet_task", "evaluate_task"]
 
@@ -47,9 +37,8 @@ def train_supernet(settings: TrialSettings, width: int, supernet_dir: str | Path
                    probe_images: int = 1000) -> dict[str, float]:
     """Adversarially train one supernet of init channels ``width`` (Alg. 1, lines 2-9).
 
-    A random topology (uniform op per edge) is sampled before every batch; the
-    sampling draws from Python's ``random`` module, whose state the trainer's
-    checkpoints save, so an interrupted run resumes exactly. The checkpoint is
+    :func:`nni_robust.strategies.supernet.train_supernet` with a uniformly
+    random topology (op per edge) before every batch. The checkpoint is
     ``supernet_dir/c<width>/checkpoint.pt``; the finished weights go to
     ``supernet_dir/c<width>/supernet.pt``.
 
@@ -59,63 +48,10 @@ def train_supernet(settings: TrialSettings, width: int, supernet_dir: str | Path
     (the paper reports none; this is our choice, for watching training in the
     web UI).
     """
-    device = resolve_device(settings.device)
-    splits = settings.data("search")
-    cfg = settings.supernet
     layout = layout_of(settings.space)
-    model = build_network(None, width=width, info=splits.info, space=settings.space)
-    out = Path(supernet_dir) / f"c{int(width)}"
-    out.mkdir(parents=True, exist_ok=True)
-    final_path = supernet_path(supernet_dir, width)
-
     probe_arch = DenseRobArch.random(layout, random.Random(settings.seed * 1000 + 17))
-    ev = settings.evaluation
-    n_val = int(splits.val[1].shape[0])
-    n_calib = min(ev.calib_images, n_val)
-    n_probe = min(probe_images, ev.eval_images or n_val // 2, n_val)
-    calib = TensorLoader(splits.val[0][:n_calib], splits.val[1][:n_calib], batch_size=ev.calib_batch_size,
-                         shuffle=False, device=device)
-    probe = TensorLoader(splits.val[0][:n_probe], splits.val[1][:n_probe], batch_size=ev.batch_size,
-                         shuffle=False, device=device)
-    attack = build_attack(ev.attack, eps=ev.eps, step=ev.step if ev.step is not None else ev.eps,
-                          **({"steps": ev.steps} if ev.attack == "pgd" else {}), autocast=ev.autocast)
-    writer = summary_writer(tb_dir)
-    last: dict[str, float] = {}
-
-    def before_step(net: torch.nn.Module, step: int) -> None:
-        net.set_arch(DenseRobArch.random(layout, random))
-
-    def on_epoch_end(epoch: int, metrics: Mapping[str, float]) -> None:
-        model.set_arch(probe_arch)
-        calibrate_bn(model, calib, device=device)
-        acc = evaluate(model, probe, {"clean": None, "adv": attack}, device=device, autocast=ev.autocast)
-        reward = float(robust_reward(acc["clean"], acc["adv"], ev.lam))
-        writer.add_scalar("probe/reward", reward, epoch)
-        writer.add_scalar("probe/acc_clean", acc["clean"], epoch)
-        writer.add_scalar("probe/acc_adv", acc["adv"], epoch)
-        last.clear()
-        last.update({"default": reward, "probe_acc_clean": acc["clean"], "probe_acc_adv": acc["adv"],
-                     **{k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}})
-        if reporter is not None:
-            reporter(dict(last))
-
-    random.seed(cfg.seed * 7919 + int(width))
-    trainer = AdversarialTrainer(model, cfg, device=device, checkpoint_path=out / "checkpoint.pt",
-                                 writer=writer, before_step=before_step, on_epoch_end=on_epoch_end)
-    train_loader = TensorLoader(*splits.train, batch_size=cfg.batch_size, shuffle=True, augment=True,
-                                seed=cfg.seed, device=device, drop_last=True)
-    start = time.perf_counter()
-    history = trainer.fit(train_loader)
-    seconds = time.perf_counter() - start
-    writer.close()
-    save_checkpoint(final_path, model=model.state_dict(), width=int(width), space=dict(settings.space),
-                    dataset=splits.info.name, epochs=cfg.epochs, history=history)
-    if not last:  # resumed after the last epoch: the probe was not re-run
-        on_epoch_end(cfg.epochs - 1, history[-1] if history else {})
-    result = dict(last)
-    result.update({"width": float(width), "seconds": seconds})
-    write_json(out / "result.json", result)
-    return result
+    return shared_train_supernet(settings, width, supernet_dir, sampler=uniform_sampler, probe_archs=[probe_arch],
+                                 probe_images=probe_images, tb_dir=tb_dir, reporter=reporter)
 
 
 # --------------------------------------------------------------------------- evaluation
