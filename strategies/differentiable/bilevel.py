@@ -91,27 +91,13 @@ from nni_robust.errors import CheckpointError, ConfigError, NniRobustError
 from nni_robust.reward import robust_reward
 from nni_robust.training import TrainConfig, lr_at_epoch
 
+from ..darts_search import arch_entropy
+
 __all__ = ["arch_entropy", "SearchConfig", "SearchMethod", "DifferentiableSearch"]
 
 logger = logging.getLogger(__name__)
 
 _CHECKPOINT_FORMAT = "nni_robust.DifferentiableSearch/1"
-
-
-def arch_entropy(weights: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """Mean entropy (nats) of the per-edge operation distributions over all cell types.
-
-    Args:
-        weights: ``{cell type: (edges, ops) softmax weights}`` (rows sum to 1).
-
-    Returns:
-        A 0-d tensor in ``[0, log(ops)]``: ``log(ops)`` at initialisation
-        (uniform), 0 when every edge has chosen one operation.
-    """
-    if not weights:
-        raise ConfigError("arch_entropy needs the weights of at least one cell type.")
-    rows = torch.cat([w.detach().float().reshape(-1, w.shape[-1]) for w in weights.values()])
-    return -(rows * rows.clamp_min(1e-30).log()).sum(dim=1).mean()
 
 
 # --------------------------------------------------------------------------- configs
