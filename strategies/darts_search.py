@@ -54,13 +54,19 @@ def arch_entropy(weights: Mapping[str, torch.Tensor]) -> torch.Tensor:
 def export_architecture(work_dir: str | Path, search_dir: str | Path, *, method: str,
                         method_args: Mapping[str, Any] | None = None, space: Mapping[str, Any] | None = None,
                         final_space: Mapping[str, Any] | None = None,
-                        metrics: Mapping[str, Any] | None = None) -> Path:
+                        metrics: Mapping[str, Any] | None = None, arch: str | None = None,
+                        selection: Mapping[str, Any] | None = None) -> Path:
     """Copy the derived architecture of a finished search to ``work_dir`` (and check it parses).
 
     Writes ``work_dir/architecture.json`` (the architecture alone) and
     ``work_dir/best_architecture.json`` (``{"arch", "genotype", "method",
     "method_args", "space", "final_space", "search"}``, ``search`` the
-    numeric entries of ``metrics``).
+    numeric entries of ``metrics``, plus ``"selection"`` when given).
+
+    Args:
+        arch: The architecture JSON to export instead of the search's last
+            one (``search_dir/architecture.json``), e.g. an earlier epoch's.
+        selection: How ``arch`` was chosen (recorded as is).
 
     Returns:
         The path of ``architecture.json``.
@@ -74,7 +80,7 @@ def export_architecture(work_dir: str | Path, search_dir: str | Path, *, method:
     src = Path(search_dir) / "architecture.json"
     if not src.exists():
         raise NniRobustError(f"{src} does not exist: the search did not finish.")
-    arch = DartsArch.from_json(src.read_text())
+    arch = DartsArch.from_json(src.read_text() if arch is None else arch)
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     out = work_dir / "architecture.json"
@@ -83,6 +89,8 @@ def export_architecture(work_dir: str | Path, search_dir: str | Path, *, method:
     best = {"arch": arch.to_dict(), "genotype": arch.to_darts_genotype(), "method": method,
             "method_args": dict(method_args or {}), "space": dict(space or {}),
             "final_space": dict(final_space or {}), "search": numeric}
+    if selection is not None:
+        best["selection"] = dict(selection)
     (work_dir / "best_architecture.json").write_text(json.dumps(best, indent=2, sort_keys=True))
     logger.info("Derived architecture exported to %s: %s", out, arch)
     return out

@@ -17,6 +17,17 @@ PGD-7, 8/255, 2/255 by default). After every epoch a probe
 and adversarial accuracy with the search-time attack) gives the intermediate
 result -- neither paper reports one; it is for watching training in the web UI.
 
+Reproducibility (our choices; the papers are silent): the supernet of init
+channels ``C`` trains with the seed ``derive_seed(settings.supernet.seed,
+"supernet", C)`` (:func:`nni_robust.seeding.derive_seed`), which also seeds
+every generator before the supernet is built, so that the K supernets of
+MSRobNet see different, reproducible architecture sequences, data orders and
+initial weights. The probe draws its randomness (e.g. a PGD random start)
+from generators of its own (:func:`nni_robust.seeding.isolated_rng`) and
+restores the supernet's BatchNorm statistics after measuring: it runs after
+the epoch's checkpoint is written, so it must change nothing the next epoch
+uses, or a resumed run would differ from an uninterrupted one.
+
 Files: ``<supernet_dir>/c<width>/checkpoint.pt`` (every epoch; a rerun
 resumes exactly), ``supernet.pt`` (the finished weights, with ``width``,
 ``space``, ``dataset``, ``epochs``, ``sampler``) and ``result.json``.
@@ -42,6 +53,7 @@ from nni_robust.device import resolve_device
 from nni_robust.errors import ConfigError
 from nni_robust.evaluation import evaluate
 from nni_robust.reward import robust_reward
+from nni_robust.seeding import derive_seed, isolated_rng, seed_everything
 from nni_robust.spaces.dense_rob import NUM_EDGES, ROBNET_CODES, DenseRobArch, Layout, layout_of
 from nni_robust.tb import summary_writer
 from nni_robust.training import AdversarialTrainer
@@ -128,6 +140,11 @@ class SupernetProbe:
     ``{"default": reward, "probe_acc_clean", "probe_acc_adv"}`` with
     ``reward = (1 - lam) acc_clean + lam acc_adv``.
 
+    A measurement has no side effects on the run: it draws from generators of
+    its own seeded with ``seed`` (the same random starts at every call; the
+    global generators are restored afterwards) and restores the model's
+    buffers (BatchNorm running statistics) that the calibration changed.
+
     Args:
         archs: The probe architectures (at least one).
         calib: Calibration batches (e.g. a :class:`~nni_robust.data.TensorLoader`).
@@ -136,10 +153,11 @@ class SupernetProbe:
         lam: Reward weight of the adversarial accuracy.
         device: Where to run.
         autocast: bf16 autocast of the evaluation forwards.
+        seed: Seed of the measurement's own random generators.
     """
 
     def __init__(self, archs: Sequence[DenseRobArch], calib: Any, data: Any, attack: Any, *, lam: float = 0.5,
-                 device: torch.device | str = "cpu", autocast: bool = False) -> None:
+                 device: torch.device | str = "cpu", autocast: bool = False, seed: int = 0) -> None:
         self.archs = list(archs)
         if not self.archs:
             raise ConfigError("SupernetProbe needs at least one architecture.")
@@ -147,13 +165,15 @@ class SupernetProbe:
         self.lam = float(lam)
         self.device = device
         self.autocast = autocast
+        self.seed = int(seed)
 
     @classmethod
     def from_settings(cls, settings: TrialSettings, val: tuple[torch.Tensor, torch.Tensor],
                       archs: Sequence[DenseRobArch], *, images: int = 1000,
                       device: torch.device | str = "cpu") -> "SupernetProbe":
         """A probe on the validation split with ``settings.evaluation``: BN calibrated on its first
-        ``calib_images`` images, accuracies on its first ``min(images, eval_images)`` (default half)."""
+        ``calib_images`` images, accuracies on its first ``min(images, eval_images)`` (default half);
+        its generators are seeded from ``settings.seed``."""
         ev = settings.evaluation
         n_val = int(val[1].shape[0])
         n_calib = min(ev.calib_images, n_val)
@@ -162,17 +182,26 @@ class SupernetProbe:
                              shuffle=False, device=device)
         data = TensorLoader(val[0][:n_probe], val[1][:n_probe], batch_size=ev.batch_size, shuffle=False,
                             device=device)
-        return cls(archs, calib, data, search_attack(ev), lam=ev.lam, device=device, autocast=ev.autocast)
+        return cls(archs, calib, data, search_attack(ev), lam=ev.lam, device=device, autocast=ev.autocast,
+                   seed=derive_seed(settings.seed, "probe"))
 
     def __call__(self, model: torch.nn.Module) -> dict[str, float]:
         clean, adv = [], []
-        for arch in self.archs:
-            model.set_arch(arch)
-            calibrate_bn(model, self.calib, device=self.device)
-            acc = evaluate(model, self.data, {"clean": None, "adv": self.attack}, device=self.device,
-                           autocast=self.autocast)
-            clean.append(acc["clean"])
-            adv.append(acc["adv"])
+        saved = {name: buf.detach().clone() for name, buf in model.named_buffers()}
+        try:
+            with isolated_rng(self.seed):
+                for arch in self.archs:
+                    model.set_arch(arch)
+                    calibrate_bn(model, self.calib, device=self.device)
+                    acc = evaluate(model, self.data, {"clean": None, "adv": self.attack}, device=self.device,
+                                   autocast=self.autocast)
+                    clean.append(acc["clean"])
+                    adv.append(acc["adv"])
+        finally:
+            with torch.no_grad():
+                for name, buf in model.named_buffers():
+                    if name in saved:
+                        buf.copy_(saved[name])
         acc_clean, acc_adv = sum(clean) / len(clean), sum(adv) / len(adv)
         return {"default": float(robust_reward(acc_clean, acc_adv, self.lam)), "probe_acc_clean": acc_clean,
                 "probe_acc_adv": acc_adv}
@@ -184,10 +213,13 @@ def train_supernet(settings: TrialSettings, width: int, supernet_dir: str | Path
                    flip: bool | None = None) -> dict[str, float]:
     """Adversarially train the supernet of ``settings.space`` at init channels ``width``.
 
-    ``settings.supernet`` sets the training (epochs, optimizer, attack). Before
-    every batch ``sampler(layout, random)`` chooses the active architecture,
-    drawing from Python's ``random`` module, which the trainer seeds with the
-    training seed and checkpoints, so an interrupted run resumes exactly.
+    ``settings.supernet`` sets the training (epochs, optimizer, attack); its
+    seed is made the width's own, ``derive_seed(settings.supernet.seed,
+    "supernet", width)``, which seeds every generator before the supernet is
+    built. Before every batch ``sampler(layout, random)`` chooses the active
+    architecture, drawing from Python's ``random`` module, which the trainer
+    seeds with that seed and checkpoints, so an interrupted run resumes
+    exactly and each width sees its own architecture sequence.
     After every epoch the probe (``probe_archs``, default one random
     architecture seeded by ``settings.seed``) is measured on up to
     ``probe_images`` validation images with ``settings.evaluation``'s attack;
@@ -214,6 +246,9 @@ def train_supernet(settings: TrialSettings, width: int, supernet_dir: str | Path
     device = resolve_device(settings.device)
     splits = settings.data("search")
     cfg = settings.supernet
+    if cfg.seed is not None:  # each width its own stream (null: the trainer draws one per width)
+        cfg = cfg.replace(seed=derive_seed(cfg.seed, "supernet", int(width)))
+        seed_everything(cfg.seed)  # the initial weights too
     layout = layout_of(settings.space)
     model = build_network(None, width=width, info=splits.info, space=settings.space)
     out = Path(supernet_dir) / f"c{int(width)}"

@@ -9,6 +9,11 @@ reports per-epoch intermediate results and one final result (a dict of floats
 with ``default``) to NNI, and writes TensorBoard logs to
 ``$NNI_OUTPUT_DIR/tensorboard`` (the web UI's TensorBoard button reads them).
 ``nni-robust tasks`` lists the tasks and their arguments.
+
+Before the task runs, every random generator (Python, NumPy, torch) is seeded
+with ``settings.seed`` (:func:`nni_robust.seeding.seed_everything`), so that a
+trial's numbers do not depend on what ran before it in the process; the tasks
+then seed their own parts (models, training) from their settings' seeds.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from nni_robust.errors import ConfigError
+from nni_robust.seeding import seed_everything
 from nni_robust.strategies.registry import TaskContext, task_function
 from nni_robust.strategies.settings import TrialSettings
 from nni_robust.tb import output_dir, tensorboard_dir
@@ -65,6 +71,7 @@ def run_task(params: Mapping[str, Any], *, reporter=None,
         tb = tensorboard_dir(out / "tensorboard")
     ctx = TaskContext(task=params["task"], settings=settings, args=dict(args), sample=params.get("sample"),
                       work_dir=work_dir, out_dir=out, tb_dir=tb, reporter=reporter)
+    seed_everything(settings.seed)
     return fn(ctx)
 
 

@@ -18,12 +18,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-import torch
-
 from nni_robust.checkpoint import write_json
 from nni_robust.data import TensorLoader
 from nni_robust.device import resolve_device
 from nni_robust.errors import ConfigError
+from nni_robust.seeding import seed_everything
 from nni_robust.tb import summary_writer
 
 from ..networks import build_network, space_name
@@ -85,7 +84,7 @@ def run_search(settings: TrialSettings, *, search: Mapping[str, Any] | SearchCon
     device = resolve_device(settings.device)
     splits = settings.data("search")
     info = splits.info
-    torch.manual_seed(seed)  # the supernet's initial weights (the checkpoint replaces them on a restart)
+    seed_everything(seed)  # the supernet's initial weights (the checkpoint replaces them on a restart)
     supernet = build_network(None, width=config.init_channels, info=info, space=settings.space)
     arms = {label: tuple(opts) for label, opts in supernet.choices("edge").items()}
     if arms != state.bandit.edges:

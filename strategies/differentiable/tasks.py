@@ -14,12 +14,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-import torch
-
 from nni_robust.checkpoint import write_json
 from nni_robust.data import TensorLoader
 from nni_robust.device import resolve_device
 from nni_robust.errors import ConfigError
+from nni_robust.seeding import seed_everything
 from nni_robust.tb import summary_writer
 
 from ..networks import build_network, space_name
@@ -68,7 +67,7 @@ def differentiable_search(settings: TrialSettings, method: str, method_args: Map
     search_dir = Path(search_dir)
     search_dir.mkdir(parents=True, exist_ok=True)
     seed = config.seed
-    torch.manual_seed(seed)  # the supernet's initial weights and alpha
+    seed_everything(seed)  # the supernet's initial weights and alpha
     model = build_network(None, width=config.init_channels, info=info, space=settings.space)
     common = dict(batch_size=config.batch_size, shuffle=True, augment=config.augment, device=device,
                   drop_last=True, flip=info.flip, channels_last=config.channels_last)
@@ -94,7 +93,8 @@ def differentiable_search(settings: TrialSettings, method: str, method_args: Map
     arch_path.write_text(arch.to_json(indent=2))
     with (search_dir / "architectures.jsonl").open("w") as fh:  # one per epoch (DSARA Sec. 4.3)
         for metrics, arch_json in zip(history, search.architectures):
-            row = {k: metrics[k] for k in ("epoch", "stage", "val_clean_acc", "val_adv_acc", "default") if k in metrics}
+            row = {k: metrics[k] for k in ("epoch", "stage", "arch_updated", "val_clean_acc", "val_adv_acc", "default")
+                   if k in metrics}
             fh.write(json.dumps({**row, "arch": json.loads(arch_json)}, sort_keys=True) + "\n")
     last = dict(history[-1]) if history else {}
     last.setdefault("default", float(last.get("arch_acc_adv", last.get("arch_acc_nat", 0.0))))

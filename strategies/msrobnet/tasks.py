@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 from nni_robust.checkpoint import write_json
 from nni_robust.errors import ConfigError
+from nni_robust.seeding import seed_everything
 from nni_robust.spaces.dense_rob import DenseRobArch, layout_of
 
 from ..registry import TaskContext, numeric
@@ -60,7 +61,11 @@ def evaluate_architecture(settings: TrialSettings, arch: DenseRobArch, *, supern
                           widths: list[int], target_mflops: float, family: str = "log_power",
                           mode: str = "multishot", flops_unit: float = 1e6,
                           out_dir: str | Path | None = None) -> dict[str, Any]:
-    """Multi-shot evaluation of one topology (Alg. 3); returns the full result dict."""
+    """Multi-shot evaluation of one topology (Alg. 3); returns the full result dict.
+
+    Every generator is seeded with ``settings.seed`` first, so that an attack
+    with random starts draws the same starts for every topology."""
+    seed_everything(settings.seed)
     splits = settings.data("search")
     evaluator = MultiShotEvaluator.from_dir(
         supernet_dir, widths, splits.val[0], splits.val[1], splits.info, space=settings.space,

@@ -52,6 +52,7 @@ from nni_robust.device import resolve_device
 from nni_robust.errors import CheckpointError, ConfigError
 from nni_robust.evaluation import evaluate
 from nni_robust.flops import count_params
+from nni_robust.seeding import seed_everything
 from nni_robust.spaces.dense_rob import DenseRobArch, dense_rob_flops, layout_of
 from nni_robust.tb import summary_writer
 from nni_robust.training import AdversarialTrainer, TrainConfig
@@ -231,6 +232,8 @@ def finetune_architecture(settings: TrialSettings, arch: DenseRobArch, *, supern
     splits = splits if splits is not None else settings.data("search")
     info = splits.info
     cfg = finetune_config(settings, finetune, epochs)
+    if cfg.seed is not None:  # the measurement before fine-tuning draws random starts too
+        seed_everything(cfg.seed)
     _, state = load_supernet(settings, supernet_dir, width, info, build=False)
     model = build_network(arch, width=int(width), info=info, space=settings.space)
     inherit_weights(model, state["model"])
@@ -357,6 +360,7 @@ def fsp_scores(settings: TrialSettings, archs: Sequence[DenseRobArch], *, supern
     """
     t_start = time.perf_counter()
     opts = fsp_options(options)
+    seed_everything(int(opts["seed"]))  # the accuracies' random starts (the FSP distances fork their own)
     device = resolve_device(settings.device)
     splits = splits if splits is not None else settings.data("search")
     model, _ = load_supernet(settings, supernet_dir, width, splits.info)

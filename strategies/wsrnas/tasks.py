@@ -16,12 +16,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-import torch
-
 from nni_robust.checkpoint import write_json
 from nni_robust.data import TensorLoader
 from nni_robust.device import resolve_device
 from nni_robust.errors import ConfigError
+from nni_robust.seeding import seed_everything
 from nni_robust.tb import summary_writer
 
 from ..networks import build_network, space_name
@@ -139,7 +138,7 @@ def wsrnas_search(settings: TrialSettings, method_args: Mapping[str, Any], *, se
     search_dir = Path(search_dir)
     search_dir.mkdir(parents=True, exist_ok=True)
     seed = config.seed
-    torch.manual_seed(seed)  # the supernet's initial weights and logits
+    seed_everything(seed)  # the supernet's initial weights and logits
     model = build_network(None, width=config.init_channels, info=info, space=settings.space)
     n_val = min(config.val_images or len(splits.val[1]), len(splits.val[1]))
     train_loader = TensorLoader(*splits.train, batch_size=config.batch_size, shuffle=True, augment=config.augment,
