@@ -219,13 +219,26 @@ def _split(data: tuple[torch.Tensor, torch.Tensor], fraction: float, seed: int,
 
 
 def _read_digits() -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError as exc:  # pragma: no cover - scikit-learn is a dependency
-        raise ImportError("The 'digits' dataset needs scikit-learn: pip install scikit-learn") from exc
-    bunch = load_digits()
-    images = torch.from_numpy(np.asarray(bunch.images, dtype=np.float32) / 16.0).unsqueeze(1)
-    labels = torch.from_numpy(np.asarray(bunch.target, dtype=np.int64))
+    # scikit-learn's own file (what sklearn.datasets.load_digits reads: 64 pixels and the label a row), read
+    # without importing scikit-learn, which costs seconds of CPU in every trial process; load_digits otherwise.
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")
+    folders = list(spec.submodule_search_locations or []) if spec is not None else []
+    path = next((Path(f) / "datasets" / "data" / "digits.csv.gz" for f in folders
+                 if (Path(f) / "datasets" / "data" / "digits.csv.gz").is_file()), None)
+    if path is not None:
+        rows = np.loadtxt(path, delimiter=",")
+        pixels, target = rows[:, :-1].reshape(-1, 8, 8), rows[:, -1]
+    else:
+        try:
+            from sklearn.datasets import load_digits
+        except ImportError as exc:  # pragma: no cover - scikit-learn is a dependency
+            raise ImportError("The 'digits' dataset needs scikit-learn: pip install scikit-learn") from exc
+        bunch = load_digits()
+        pixels, target = bunch.images, bunch.target
+    images = torch.from_numpy(np.asarray(pixels, dtype=np.float32) / 16.0).unsqueeze(1)
+    labels = torch.from_numpy(np.asarray(target, dtype=np.int64))
     return _split((images.contiguous(), labels), DIGITS_TEST_FRACTION, DIGITS_TEST_SEED, "digits")
 
 
@@ -368,6 +381,19 @@ class TensorLoader:
     needs only the epoch counter (:meth:`state_dict`). Resuming inside an
     epoch is not supported; checkpoint between epochs.
 
+    Data-parallel runs (``world_size`` ``W`` > 1, :mod:`nni_robust.distributed`):
+    ``batch_size`` stays the *global* batch and must be a multiple of ``W``.
+    Every process draws the same epoch order, crops and flips (same seed); the
+    order is padded to a multiple of ``W`` by repeating its first images (as
+    :class:`torch.utils.data.DistributedSampler` does), and process ``rank``
+    yields the ``rank``-th of the ``W`` equal contiguous slices of every
+    global batch. So all processes yield the same number of batches (``len()``
+    is the number of global batches), the slices of one global batch
+    concatenated in rank order are the single-process batch (when ``W``
+    divides the number of images), and the padding draws its augmentation
+    after the single-process draws, leaving those unchanged. ``W = 1`` runs
+    the single-process code path, unchanged.
+
     Args:
         images: (N, C, H, W) ``uint8`` (scaled by 1/255) or floating point
             (taken as already in [0, 1]).
@@ -384,13 +410,16 @@ class TensorLoader:
         flip: Random horizontal flips when ``augment``.
         channels_last: Yield images in ``torch.channels_last`` memory format.
         max_images: Use only the first ``max_images`` images.
+        rank: This process's rank in a data-parallel run (see above).
+        world_size: Number of processes of the run; 1 (the default) is the
+            single-process loader.
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, *, batch_size: int,
                  shuffle: bool = True, augment: bool = False, seed: int | None = 0,
                  device: str | torch.device = "cpu", drop_last: bool = False,
                  pad: int | None = None, flip: bool = True, channels_last: bool = False,
-                 max_images: int | None = None) -> None:
+                 max_images: int | None = None, rank: int = 0, world_size: int = 1) -> None:
         from .device import resolve_device
 
         if not isinstance(images, torch.Tensor) or images.ndim != 4:
@@ -414,6 +443,13 @@ class TensorLoader:
             logger.info("TensorLoader: drew seed %d", seed)
         elif isinstance(seed, bool) or not isinstance(seed, int):
             raise ConfigError(f"seed must be an int or None, but got {seed!r}.")
+        _check_int("world_size", world_size, 1)
+        _check_int("rank", rank, 0)
+        if rank >= world_size:
+            raise ConfigError(f"rank must be < world_size={world_size}, but got {rank}.")
+        if batch_size % world_size:
+            raise ConfigError(f"batch_size {batch_size} (the global batch) must be a multiple of the number of "
+                              f"processes {world_size}, so that every process gets an equal share.")
         if len(images) == 0 or (drop_last and len(images) < batch_size):
             raise ConfigError(f"TensorLoader has {len(images)} images, too few for one batch of "
                               f"{batch_size} (drop_last={drop_last}).")
@@ -428,6 +464,8 @@ class TensorLoader:
         self.pad = pad
         self.flip = bool(flip)
         self.channels_last = bool(channels_last)
+        self.rank = int(rank)
+        self.world_size = int(world_size)
         self.epoch = 0
         self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
 
@@ -471,6 +509,9 @@ class TensorLoader:
         return torch.Generator().manual_seed(int(state[0] >> np.uint64(1)))
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if self.world_size > 1:
+            yield from self._iter_shard()
+            return
         epoch = self.epoch
         self.epoch += 1
         x_all, y_all = self._on_device()
@@ -496,10 +537,45 @@ class TensorLoader:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield x, y
 
+    def _iter_shard(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """This rank's slices of the global batches (``world_size`` > 1; see the class docstring)."""
+        epoch = self.epoch
+        self.epoch += 1
+        x_all, y_all = self._on_device()
+        n, b, w = self.num_images, self.batch_size, self.world_size
+        gen = self._epoch_generator(epoch)  # the same draws, in the same order, as the single-process loader
+        order = torch.randperm(n, generator=gen) if self.shuffle else torch.arange(n)
+        stop = (n // b) * b if self.drop_last else -(-n // w) * w
+        if self.augment:
+            offsets = torch.randint(0, 2 * self.pad + 1, (n, 2), generator=gen)
+            flips = (torch.rand(n, generator=gen) < 0.5) if self.flip else torch.zeros(n, dtype=torch.bool)
+        extra = max(0, stop - n)
+        if extra:  # padding: repeat the first images of the order; its augmentation is drawn afterwards
+            order = torch.cat([order, order[:extra]])
+            if self.augment:
+                offsets = torch.cat([offsets, torch.randint(0, 2 * self.pad + 1, (extra, 2), generator=gen)])
+                flips = torch.cat([flips, (torch.rand(extra, generator=gen) < 0.5) if self.flip
+                                   else torch.zeros(extra, dtype=torch.bool)])
+        order = order.to(self.device)
+        if self.augment:
+            offsets, flips = offsets.to(self.device), flips.to(self.device)
+        for start in range(0, stop, b):
+            share = (min(start + b, stop) - start) // w
+            lo = start + self.rank * share
+            idx = order[lo:lo + share]
+            x, y = x_all[idx], y_all[idx]
+            if self.augment:
+                x = crop_flip(x, offsets[lo:lo + share], flips[lo:lo + share], self.pad)
+            x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield x, y
+
     def __repr__(self) -> str:
+        shard = f", rank={self.rank}, world_size={self.world_size}" if self.world_size > 1 else ""
         return (f"TensorLoader(num_images={self.num_images}, batch_size={self.batch_size}, "
                 f"shuffle={self.shuffle}, augment={self.augment}, pad={self.pad}, "
-                f"flip={self.flip}, device={str(self.device)!r}, epoch={self.epoch})")
+                f"flip={self.flip}, device={str(self.device)!r}, epoch={self.epoch}{shard})")
 
 
 def crop_flip(x: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, pad: int) -> torch.Tensor:

@@ -28,6 +28,16 @@ Choices where the papers are silent (all are settings):
   (no extra passes): ``train_acc`` is the accuracy on the adversarial
   batches (on clean batches when ``attack="none"``).
 
+Data parallelism (``distributed=True``, under ``torchrun``; see
+:mod:`nni_robust.distributed`): the model is wrapped in PyTorch's
+DistributedDataParallel for the training forward pass, its BatchNorm layers
+are synchronised over processes, the attacks run on the unwrapped model,
+epoch metrics are summed over processes, rank 0 alone writes the
+checkpoint (with every rank's RNG state), and rank 0's ``on_epoch_end``
+decides for every process whether to stop. A ``W``-process run with global batch ``B``
+takes the steps of a one-process run with batch ``B`` (within float
+rounding); rank ``r`` seeds its generators with ``seed + r``.
+
 Reproducibility: a fresh :meth:`AdversarialTrainer.fit` seeds Python's
 ``random``, NumPy's global generator and torch's generators with
 ``config.seed``. The checkpoint written after every epoch holds the model,
@@ -61,6 +71,8 @@ from .checkpoint import (capture_rng_state, check_run_checkpoint, load_checkpoin
 from .config import check_choice, check_range, from_dict
 from .data import cutout
 from .device import autocast_context, resolve_device
+from .distributed import DistInfo, all_reduce_sum, broadcast_object, gather_objects, sync_batchnorm
+from .distributed import current as dist_current
 from .errors import CheckpointError, ConfigError, NniRobustError
 
 __all__ = ["TrainConfig", "AdversarialTrainer", "lr_at_epoch", "SCHEDULES", "ATTACK_MODES"]
@@ -294,6 +306,17 @@ def _lr_factor(config: TrainConfig, epoch: int) -> float:
     return warm * main
 
 
+class _AuxForward(nn.Module):
+    """``forward`` = the model's ``forward_with_aux``, so that DDP can wrap a model with an auxiliary head."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> Any:
+        return self.model.forward_with_aux(x)
+
+
 def _tb_tag(key: str) -> str:
     if key == "lr":
         return "train/lr"
@@ -330,6 +353,17 @@ class AdversarialTrainer:
             checkpoint).
         log_every: Steps between running-loss logs (TensorBoard and
             ``logging``); each costs one host-device sync. 0 disables.
+        distributed: Train data-parallel over the initialised process group
+            (:func:`nni_robust.distributed.setup`); the train loader must give
+            this rank's share of every global batch
+            (``TensorLoader(rank=..., world_size=...)``). Only rank 0 should
+            get a ``writer``; every rank must run :meth:`fit`. With one
+            process it changes nothing.
+        sync_bn: With ``distributed``, synchronise BatchNorm statistics over
+            processes (:func:`nni_robust.distributed.sync_batchnorm`), so that
+            the run takes the one-process steps; ``False`` keeps per-process
+            statistics (faster, but then the step depends on the number of
+            processes).
 
     Attributes:
         epoch: Number of finished epochs.
@@ -343,7 +377,7 @@ class AdversarialTrainer:
                  checkpoint_path: str | Path | None = None, writer: Any = None,
                  before_step: Callable[[nn.Module, int], Any] | None = None,
                  on_epoch_end: Callable[[int, dict[str, float]], Any] | None = None,
-                 log_every: int = 100) -> None:
+                 log_every: int = 100, distributed: bool = False, sync_bn: bool = True) -> None:
         if not isinstance(config, TrainConfig):
             raise ConfigError(f"config must be a TrainConfig, but got {type(config).__name__}; "
                               "use TrainConfig.from_dict for dicts.")
@@ -358,7 +392,10 @@ class AdversarialTrainer:
             logger.info("AdversarialTrainer: drew seed %d", config.seed)
         self.config = config
         self.device = resolve_device(device)
+        self.dist = dist_current() if distributed else DistInfo()
         self.model = model.to(self.device)
+        if self.dist.enabled and sync_bn:
+            self.model = sync_batchnorm(self.model, self.device)
         if config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
@@ -391,6 +428,16 @@ class AdversarialTrainer:
         self._started = False
         if self.checkpoint_path is not None and self.checkpoint_path.exists():
             self._load(self.checkpoint_path)
+        # the training forward pass: through DDP (gradient averaging) with several processes
+        self._forward: Callable[[torch.Tensor], Any] = \
+            self.model.forward_with_aux if config.auxiliary_weight > 0 else self.model
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            inner = _AuxForward(self.model) if config.auxiliary_weight > 0 else self.model
+            self._forward = DistributedDataParallel(
+                inner, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=True)  # e.g. an auxiliary head the loss does not use
 
     # -- checkpoints ------------------------------------------------------------
     def _load(self, path: Path) -> None:
@@ -419,18 +466,37 @@ class AdversarialTrainer:
         self.epoch = int(ckpt["epoch"])
         self.global_step = int(ckpt["global_step"])
         self.history = list(ckpt["history"])
-        self._resume_state = {"rng": ckpt["rng"], "loader": ckpt.get("loader")}
+        rng = ckpt["rng"]
+        if self.dist.enabled:
+            ranks = ckpt.get("rng_ranks") or []
+            if len(ranks) == self.dist.world_size:
+                rng = ranks[self.dist.rank]
+            else:
+                rng = None  # reseeded in fit()
+                logger.warning("Checkpoint %s was written by %d process(es), this run has %d: the data order and "
+                               "weights continue exactly, the attacks' random draws do not.", path,
+                               max(1, len(ranks)), self.dist.world_size)
+        elif ckpt.get("rng_ranks") and len(ckpt["rng_ranks"]) > 1:
+            logger.warning("Checkpoint %s was written by %d processes, this run has 1: the data order and weights "
+                           "continue exactly, the attacks' random draws do not.", path, len(ckpt["rng_ranks"]))
+        self._resume_state = {"rng": rng, "loader": ckpt.get("loader")}
         logger.info("Resuming from %s after epoch %d/%d", path, self.epoch, self.config.epochs)
 
     def _save(self, loader: Any) -> None:
         if self.checkpoint_path is None:
             return
+        extra: dict[str, Any] = {}
+        rng = capture_rng_state()
+        if self.dist.enabled:  # every rank's generators, written by rank 0 alone
+            extra["rng_ranks"] = gather_objects(rng)
+            if not self.dist.is_main:
+                return
         save_checkpoint(
             self.checkpoint_path, format=_CHECKPOINT_FORMAT, config=self.config.to_dict(),
             model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
             scheduler=self.scheduler.state_dict(), epoch=self.epoch, global_step=self.global_step,
-            history=self.history, rng=capture_rng_state(),
-            loader=loader.state_dict() if hasattr(loader, "state_dict") else None)
+            history=self.history, rng=rng,
+            loader=loader.state_dict() if hasattr(loader, "state_dict") else None, **extra)
 
     # -- training -----------------------------------------------------------------
     def fit(self, train_loader: Iterable, val_loader: Iterable | None = None,
@@ -460,15 +526,16 @@ class AdversarialTrainer:
 
         cfg = self.config
         if self._resume_state is not None:
-            restore_rng_state(self._resume_state["rng"])
+            if self._resume_state["rng"] is not None:
+                restore_rng_state(self._resume_state["rng"])
+            else:
+                self._seed(cfg.seed + 1000003 * self.epoch)
             loader_state = self._resume_state["loader"]
             if loader_state is not None and hasattr(train_loader, "load_state_dict"):
                 train_loader.load_state_dict(loader_state)
             self._resume_state = None
         elif not self._started and self.epoch == 0:
-            random.seed(cfg.seed)
-            np.random.seed(cfg.seed % 2**32)
-            torch.manual_seed(cfg.seed)
+            self._seed(cfg.seed)
         self._started = True
         loader_bs = getattr(train_loader, "batch_size", None)
         if loader_bs is not None and loader_bs != cfg.batch_size:
@@ -492,12 +559,21 @@ class AdversarialTrainer:
             self.history.append(metrics)
             self._save(train_loader)
             self._log_epoch(metrics)
-            if self.on_epoch_end is not None and self.on_epoch_end(self.epoch, dict(metrics)) is True:
+            stop = self.on_epoch_end is not None and self.on_epoch_end(self.epoch, dict(metrics)) is True
+            if self.dist.enabled:
+                stop = bool(broadcast_object(stop))  # rank 0 decides for every process
+            if stop:
                 logger.info("on_epoch_end asked to stop after epoch %d", self.epoch)
                 break
         if self.writer is not None:
             self.writer.flush()
         return list(self.history)
+
+    def _seed(self, seed: int) -> None:
+        seed = seed + self.dist.rank  # rank 0 (and a one-process run) seeds with the seed itself
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
 
     def _train_epoch(self, loader: Iterable) -> dict[str, float]:
         cfg = self.config
@@ -530,9 +606,9 @@ class AdversarialTrainer:
                 model.train()
             with autocast_context(device, cfg.autocast):
                 if aux_weight > 0:
-                    logits, aux = model.forward_with_aux(x)
+                    logits, aux = self._forward(x)
                 else:
-                    logits, aux = model(x), None
+                    logits, aux = self._forward(x), None
             loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
             if aux is not None:
                 loss = loss + aux_weight * F.cross_entropy(aux.float(), y, label_smoothing=cfg.label_smoothing)
@@ -555,7 +631,12 @@ class AdversarialTrainer:
                     self.writer.add_scalar("step/acc", run_correct / seen, self.global_step)
         if seen == 0:
             raise ConfigError("train_loader yielded no batches.")
-        total_loss, total_correct = torch.stack([loss_sum, correct.to(loss_sum.dtype)]).tolist()
+        totals = torch.stack([loss_sum, correct.to(loss_sum.dtype)])
+        if self.dist.enabled:  # the epoch's metrics over the global batches
+            totals = all_reduce_sum(torch.cat([totals.double(), totals.new_tensor([seen]).double()]))
+            seen = int(totals[2].item())
+            totals = totals[:2]
+        total_loss, total_correct = totals.tolist()
         elapsed = time.perf_counter() - start
         if not math.isfinite(total_loss):
             raise NniRobustError(

@@ -90,6 +90,21 @@ class FinalSettings:
             are the paper's table columns (clean is always measured).
         eval_images: test images to evaluate on (``None`` = all).
         eval_batch_size: batch size of the evaluation.
+        nproc: processes of the final training (1: the trial trains alone).
+            More than 1: the trial runs the training under ``torchrun`` on its
+            machine with DistributedDataParallel (one GPU per process with a
+            CUDA device, so the trial needs ``trialGpuNumber >= nproc``; gloo
+            on the CPU); ``train.batch_size`` stays the global batch.
+        robustness: the robustness report of the trained network
+            (:func:`nni_robust.robustness.robustness_report`), run after the
+            evaluation with ``attacks``, on the same test images unless
+            ``num_images`` says otherwise: ``{suite: quick | standard | full,
+            eps: ..., <suite settings>}`` (``autoattack: true``,
+            ``autoattack_attacks: [apgd-ce, apgd-t]``, ``autoattack_images``,
+            ``curve_eps``, ...). Its headline numbers join the trial's NNI
+            metrics (``acc_autoattack``, ``robustness_strength_mean``, ...);
+            the report goes to ``robustness.{json,md,png}`` beside the model.
+            ``None``: no report.
     """
 
     train: TrainConfig | Mapping[str, Any] | None = None
@@ -101,8 +116,14 @@ class FinalSettings:
     })
     eval_images: int | None = None
     eval_batch_size: int = 500
+    nproc: int = 1
+    robustness: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
+        check_range("final.nproc", self.nproc, 1)
+        if self.robustness is not None:  # checked now: a bad report spec fails before the search, not after it
+            from nni_robust.robustness import suite_from_spec
+            suite_from_spec(self.robustness, "settings.final.robustness")
         if self.train is not None and not isinstance(self.train, (TrainConfig, Mapping)):
             raise ConfigError(f"final.train must be a mapping of training settings, but got {self.train!r}.")
         for name, spec in self.attacks.items():
@@ -213,6 +234,11 @@ class TrialSettings:
             resolve_device(self.device)
         except ConfigError as exc:
             problems.append(f"settings.device: {exc}")
+        nproc = self.final.nproc
+        if nproc > 1 and gpus_per_trial and nproc > gpus_per_trial and str(self.device).strip().lower() != "cpu":
+            raise ConfigError(f"settings.final.nproc is {nproc} (one GPU per process), but trialGpuNumber is "
+                              f"{gpus_per_trial}: the final trial would see {gpus_per_trial} GPU(s); set "
+                              f"trialGpuNumber to at least {nproc} or lower final.nproc.")
         if gpus_per_trial and not torch.cuda.is_available() and platform == "local":
             problems.append(f"trialGpuNumber is {gpus_per_trial}, but this machine has no CUDA device: NNI's local "
                             "training service would stop the experiment at once; set trialGpuNumber: 0 and "

@@ -150,6 +150,11 @@ def tiny_cnn():
 # --------------------------------------------------------------------------- nnictl (end-to-end tests)
 
 
+#: The robustness report the e2e runs get instead of their config's (see :meth:`Nnictl.run`).
+TINY_ROBUSTNESS = {"suite": "quick", "num_images": 16, "pgd_steps": [2], "curve_eps": [], "large_eps": None,
+                   "autoattack": True, "autoattack_attacks": ["apgd-ce"], "autoattack_images": 8}
+
+
 class Nnictl:
     """The one driver of the end-to-end tests: runs an experiment YAML of ``experiments/`` under
     nnictl (free port, its own temporary experiment directory, stopped by its id), once per
@@ -170,10 +175,15 @@ class Nnictl:
         (so that its relative paths still hold), for the smallest budget that exercises every stage."""
         from nni_robust.trial.experiment import run_experiment
 
+        config = ROOT / "experiments" / f"{name}.yml"
+        data = yaml.safe_load(config.read_text())
+        final = ((((data.get("tuner") or {}).get("classArgs") or {}).get("settings") or {}).get("final") or {})
+        if final.get("robustness") and "settings.final.robustness" not in (tuner_args or {}):
+            # the robustness report at its smallest (AutoAttack's APGD-CE on 8 images): every stage of it still runs
+            tuner_args = {**(tuner_args or {}), "settings.final.robustness": {**TINY_ROBUSTNESS,
+                                                                             "eps": final["robustness"].get("eps", 0.1)}}
         key = (name, timeout, json.dumps([tuner_args, kwargs], sort_keys=True, default=str))
         if key not in self._runs:
-            config = ROOT / "experiments" / f"{name}.yml"
-            data = yaml.safe_load(config.read_text())
             exp_dir = self._factory.mktemp(f"nni-{name}")
             self._dirs.append(exp_dir)
             if tuner_args:

@@ -82,3 +82,21 @@ def test_profile_and_train_take_darts_architectures_and_exports(capsys, tmp_path
                  "--epochs", "1", "--batch-size", "256", "--eval-images", "16", "-o", str(tmp_path / "run")]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["init_channels"] == 2 and set(report["accuracy"]) >= {"clean", "pgd20"}
+
+    # The robustness report of the saved model: its dataset comes from the file (no --dataset).
+    model = tmp_path / "run" / "model.pt"
+    assert main(["evaluate", str(model), "--suite", "quick", "--eps", "0.1", "--device", "cpu",
+                 "--eval-images", "16", "-o", str(tmp_path / "rob")]) == 0
+    out = capsys.readouterr().out
+    rob = json.loads((tmp_path / "rob" / "robustness.json").read_text())
+    assert rob["num_images"] == 16 and rob["eps"] == pytest.approx(0.1) and rob["suite"] == "quick"
+    assert set(rob["accuracy"]) >= {"clean", "fgsm", "pgd7", "pgd20"}
+    assert rob["accuracy"]["pgd20"] <= rob["accuracy"]["clean"]
+    curve = rob["strength_curve"]["pgd"]
+    assert all(a >= b for a, b in zip(curve, curve[1:]))  # non-increasing in eps
+    assert "PGD-20" in out and "robustness.json" in out  # the Markdown report and the paths
+    assert (tmp_path / "rob" / "robustness.png").stat().st_size > 0
+    assert main(["evaluate", str(model), "--dataset", "cifar10"]) == 2
+    assert "trained on 'digits'" in capsys.readouterr().err
+    assert main(["evaluate", str(model), "--eps", "0.1"]) == 2
+    assert "--eps needs --suite" in capsys.readouterr().err

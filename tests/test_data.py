@@ -116,6 +116,14 @@ def test_digits_real_dataset():
     all_x = torch.cat([x, final.val[0]])
     assert abs(float(all_x.mean()) - DATASETS["digits"].mean[0]) < 1e-3
     assert abs(float(all_x.std()) - DATASETS["digits"].std[0]) < 1e-3
+    # read from scikit-learn's file without importing scikit-learn: the same images as load_digits
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    all_y = torch.cat([y, final.val[1]])
+    ours = torch.cat([(all_x.flatten(1) * 16).round(), all_y[:, None].float()], 1).int().tolist()
+    theirs = torch.cat([torch.from_numpy(bunch.data), torch.from_numpy(bunch.target)[:, None]], 1).int().tolist()
+    assert sorted(map(tuple, ours)) == sorted(map(tuple, theirs))
 
 
 @pytest.mark.parametrize("kwargs, needle", [

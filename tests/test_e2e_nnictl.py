@@ -61,6 +61,9 @@ def test_trial_metrics(quick_run):
     for key in ("acc_clean", "acc_fgsm", "acc_pgd7", "acc_pgd20", "acc_pgd100", "mflops", "params_M"):
         assert key in final
     assert final["acc_pgd20"] <= final["acc_clean"]
+    # the robustness report of settings.final.robustness (AutoAttack subset) joins the NNI metrics
+    assert 0.0 <= final["acc_autoattack"] <= 1.0  # (on AutoAttack's own first images, not comparable to clean's)
+    assert "robustness_masking_warnings" in final
 
 
 def test_architecture_exported_and_reports_written(quick_run):

@@ -90,3 +90,5 @@ def test_supernet_fsp_finetune_report_export_final(run):
     assert DenseRobArch.from_json(final_report["arch"]) == arch
     assert set(final_report["accuracy"]) == {"clean", *run["yaml"]["settings"]["final"]["attacks"]}
     assert final["final"]["acc_pgd20"] <= final["final"]["acc_clean"]
+    assert 0.0 <= final["final"]["acc_autoattack"] <= 1.0  # the robustness report's AutoAttack figure
+    assert (_trial_dir(run, final) / "robustness.md").stat().st_size > 0

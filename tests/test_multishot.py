@@ -151,9 +151,24 @@ def test_trial_tasks_supernet_evaluate_final(tmp_path):
                                      "flops_unit": 1e3}, "model_id": 10})
     assert set(full["estimates"]) == set(extrapolation.FAMILIES)
     assert json.loads((tmp_path / "trials" / "10" / "evaluation.json").read_text())["arch"]
+    robustness = {"suite": "quick", "eps": 0.1, "pgd_steps": [2], "noise": False, "curve_eps": [0.05, 0.2],
+                  "curve_steps": 2, "large_eps": None, "num_images": 16, "autoattack": True,
+                  "autoattack_attacks": ["apgd-ce"], "autoattack_images": 8}
+    final_settings = {**settings, "final": {**settings["final"], "robustness": robustness}}
     final, report = run_task({"task": "final", "args": {"sample": sample, "target_mflops": 0.6},
-                              "settings": settings, "work_dir": str(tmp_path), "model_id": 11})
+                              "settings": final_settings, "work_dir": str(tmp_path), "model_id": 11})
     assert set(report["accuracy"]) == {"clean", "fgsm", "pgd7"}
+    # The robustness report: AutoAttack (APGD-CE on 8 images) among the trial's NNI metrics.
+    rob = json.loads((tmp_path / "trials" / "11" / "robustness.json").read_text())
+    assert rob["autoattack"]["num_images"] == 8 and list(rob["autoattack"]["per_attack"]) == ["apgd-ce"]
+    assert final["acc_autoattack"] == pytest.approx(rob["autoattack"]["robust"])
+    assert 0.0 <= final["acc_autoattack"] <= rob["autoattack"]["clean"] <= 1.0  # on the same 8 images
+    assert final["robustness_strength@0.05"] >= final["robustness_strength@0.2"]
+    assert report["robustness"]["metrics"]["autoattack"] == final["acc_autoattack"]
+    with pytest.raises(ConfigError, match=r"settings\.final\.robustness\.autoattack_imagez: unknown key"):
+        TrialSettings.from_dict({**settings, "final": {"robustness": {"autoattack_imagez": 8}}})
+    with pytest.raises(ConfigError, match=r"settings\.final\.robustness\.suite must be one of"):
+        TrialSettings.from_dict({**settings, "final": {"robustness": {"suite": "fast"}}})
     assert report["mflops"] == pytest.approx(0.6, rel=0.35)  # the width closest to the target (Eq. 2)
     assert (tmp_path / "trials" / "11" / "final_report.json").exists()
     assert (tmp_path / "trials" / "11" / "model.pt").exists()

@@ -181,22 +181,81 @@ def cmd_train(ns: argparse.Namespace) -> int:
     if ns.target_mflops is None and ns.init_channels is None:
         raise SystemExit("nni-robust train: give --target-mflops or --init-channels")
     report = train_final(settings, arch, ns.output, target_mflops=ns.target_mflops,
-                         init_channels=ns.init_channels, tb_dir=Path(ns.output) / "tensorboard")
-    print(json.dumps({k: report[k] for k in ("init_channels", "mflops", "params_M", "accuracy")}, indent=2))
+                         init_channels=ns.init_channels, tb_dir=Path(ns.output) / "tensorboard", nproc=ns.nproc)
+    if report is not None:  # (inside torchrun, rank 0 alone has the report)
+        print(json.dumps({k: report[k] for k in ("init_channels", "mflops", "params_M", "accuracy")}, indent=2))
     return 0
 
 
 def cmd_evaluate(ns: argparse.Namespace) -> int:
+    from nni_robust.checkpoint import load_checkpoint
+    from nni_robust.errors import ConfigError
     from nni_robust.strategies.final import evaluate_checkpoint
 
-    settings = _settings(ns.config, ns.dataset, ns.data_root, ns.device)
+    if not Path(ns.model).is_file():
+        raise ConfigError(f"nni-robust evaluate: model file {ns.model!r} does not exist (give the model.pt written by "
+                          "'nni-robust train' or a final trial).")
+    trained_on = load_checkpoint(ns.model).get("dataset")
+    if ns.dataset and trained_on and ns.dataset != trained_on:
+        raise ConfigError(f"--dataset is {ns.dataset!r}, but {ns.model} was trained on {trained_on!r}: a model can "
+                          f"only be evaluated on its own dataset (leave --dataset out; the file carries it).")
+    settings = _settings(ns.config, ns.dataset or trained_on, ns.data_root, ns.device)
     if ns.eval_images is not None:
         import dataclasses
         settings = dataclasses.replace(settings, final=dataclasses.replace(settings.final,
                                                                            eval_images=ns.eval_images))
-    acc = evaluate_checkpoint(settings, ns.model, out_dir=ns.output)
-    print(json.dumps(acc, indent=2))
+    if ns.suite is None:
+        for flag in ("eps", "source", "autoattack_images"):
+            if getattr(ns, flag) is not None:
+                raise ConfigError(f"--{flag.replace('_', '-')} needs --suite (quick, standard or full).")
+        acc = evaluate_checkpoint(settings, ns.model, out_dir=ns.output)
+        print(json.dumps(acc, indent=2))
+        return 0
+    spec: dict[str, Any] = {"suite": ns.suite}
+    if ns.eps is not None:
+        spec["eps"] = ns.eps
+    if ns.autoattack_images is not None:
+        spec["autoattack_images"] = ns.autoattack_images
+    source, source_name = _transfer_source(ns.source, settings, ns.model) if ns.source else (None, None)
+    out = ns.output or str(Path(ns.model).resolve().parent)
+    report = evaluate_checkpoint(settings, ns.model, out_dir=out, robustness=spec, source=source,
+                                 source_name=source_name, progress=True)
+    print(Path(report["paths"]["markdown"]).read_text())
+    print(json.dumps(report["paths"], indent=2))
     return 0
+
+
+def _transfer_source(source: str, settings: Any, model_path: str) -> tuple[Any, str]:
+    """``--source``: a model.pt of the project, or ``resnet18`` (trained here, standard training, cached)."""
+    from nni_robust.checkpoint import load_checkpoint, save_checkpoint
+    from nni_robust.errors import ConfigError
+    from nni_robust.strategies.final import load_final_model
+
+    if source != "resnet18":
+        if not Path(source).is_file():
+            raise ConfigError(f"--source must be a model.pt written by 'nni-robust train' (or a final trial) or "
+                              f"'resnet18', but {source!r} is neither.")
+        model, _, _ = load_final_model(settings, source)
+        return model, str(source)
+    from nni_robust.device import resolve_device
+    from nni_robust.robustness import train_transfer_source
+
+    cache = Path(model_path).resolve().parent / f"transfer_resnet18_{settings.dataset}.pt"
+    splits = settings.data("final")
+    if cache.is_file():
+        from nni_robust.models import CifarResNet  # the network train_transfer_source trains (width 64)
+
+        info = splits.info
+        model = CifarResNet((2, 2, 2, 2), num_classes=info.num_classes, in_channels=info.channels, width=64,
+                            mean=info.mean, std=info.std)
+        model.load_state_dict(load_checkpoint(cache)["model"])
+        print(f"nni-robust evaluate: transfer source from {cache}", file=sys.stderr)
+    else:
+        print("nni-robust evaluate: training a standard ResNet-18 on the training split as the transfer source "
+              f"(cached in {cache})", file=sys.stderr)
+        model = train_transfer_source(splits, device=settings.device, seed=settings.seed)
+        save_checkpoint(cache, model=model.state_dict(), dataset=settings.dataset)
+    return model.to(resolve_device(settings.device)).eval(), "ResNet-18 (standard training)"
 
 
 def cmd_check(ns: argparse.Namespace) -> int:
@@ -204,6 +263,8 @@ def cmd_check(ns: argparse.Namespace) -> int:
 
     summary = check_experiment(ns.config, environment=not ns.config_only)
     print(json.dumps(summary, indent=2))
+    for warning in summary.get("warnings") or []:  # multi-machine configs: advice, not a failure
+        print(f"nni-robust check: warning: {warning}", file=sys.stderr)
     problems = summary.get("environment") or []
     for problem in problems:
         print(f"nni-robust check: warning: {problem}", file=sys.stderr)
@@ -235,7 +296,7 @@ def cmd_benchmark_tabular(ns: argparse.Namespace) -> int:
         print(line, file=sys.stderr, flush=True)
 
     result = main_tabular(ns.config, table=ns.table, seeds=ns.seeds, budgets=ns.budgets, labels=ns.strategies,
-                          out=ns.out, progress=progress)
+                          out=ns.out, progress=progress, workers=ns.workers)
     print(Path(result["paths"]["md"]).read_text())
     print(json.dumps({"seconds": round(result["seconds"], 1), **result["paths"]}, indent=2))
     return 0
@@ -301,9 +362,21 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--epochs", type=int, help="override final.train.epochs (milestones scale with it)")
             p.add_argument("--batch-size", type=int, help="override final.train.batch_size")
             p.add_argument("-o", "--output", required=True, help="output folder (report, model, TensorBoard)")
+            p.add_argument("--nproc", type=int, help="train data-parallel in N processes on this machine (torchrun; "
+                           "one GPU each with a CUDA device, gloo on the CPU; default: settings.final.nproc, 1)")
         else:
-            p.add_argument("model", help="model.pt written by 'nni-robust train'")
-            p.add_argument("-o", "--output", help="folder for evaluation.json")
+            p.add_argument("model", help="model.pt written by 'nni-robust train' or a final trial (it carries its "
+                           "architecture and dataset)")
+            p.add_argument("-o", "--output", help="folder for evaluation.json, or with --suite the robustness report "
+                           "(default: the model's folder)")
+            p.add_argument("--suite", choices=("quick", "standard", "full"),
+                           help="robustness report instead of settings.final.attacks: quick (FGSM, PGD-7/20, strength "
+                                "curve, masking checks, 1,000 images), standard (+ PGD-100 and AutoAttack on 1,000 "
+                                "images, all test images for PGD), full (+ AutoAttack on all and per strength, "
+                                "transfer from --source)")
+            p.add_argument("--eps", type=float, help="with --suite: l-inf radius (default 8/255)")
+            p.add_argument("--autoattack-images", type=int, help="with --suite: first N test images for AutoAttack")
+            p.add_argument("--source", help="with --suite: transfer source, a model.pt or 'resnet18' (trained here)")
         p.add_argument("--config", help="experiment YAML (its tuner classArgs.settings) or settings YAML")
         p.add_argument("--dataset")
         p.add_argument("--data-root")
@@ -342,6 +415,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budgets", type=int, nargs="+", help="query budgets (default: the config's)")
     p.add_argument("--strategies", nargs="+", help="run only these strategy labels of the config")
     p.add_argument("--out", default="benchmark-tabular", help="output folder (default: ./benchmark-tabular)")
+    p.add_argument("--workers", type=int, default=1, help="processes running the runs (default 1; results do not "
+                   "depend on it)")
     p.set_defaults(func=cmd_benchmark_tabular)
     return parser
 

@@ -33,7 +33,7 @@ from nni_robust.errors import ConfigError, NniRobustError
 from .tradeoff import check_command
 from .yaml_files import BRIDGE, load_experiment_settings, load_yaml
 
-__all__ = ["load_yaml", "load_experiment_settings", "check_experiment", "run_experiment",
+__all__ = ["load_yaml", "load_experiment_settings", "check_experiment", "check_shared_paths", "run_experiment",
            "resume_experiment", "stop_experiment", "free_port", "rest_get", "experiment_work_dir"]
 
 logger = logging.getLogger(__name__)
@@ -51,8 +51,14 @@ def check_experiment(path: str | Path, *, environment: bool = True) -> dict[str,
     for); the problems found are listed under ``environment`` (a config may be
     meant for another machine; :func:`run_experiment` refuses to start with any).
 
+    With a training service other than ``local``, the folders the tuner and the
+    trials share must be absolute paths (:func:`check_shared_paths`; a
+    :class:`ConfigError` otherwise); they are listed under ``shared_paths`` with
+    a reminder under ``warnings`` that they must be the same on every machine.
+
     Returns:
-        a summary: strategy, space, trial concurrency, max trials, environment problems.
+        a summary: strategy, space, trial concurrency, max trials, environment problems
+        (and, for multi-machine configs, shared paths and warnings).
     """
     from nni.experiment.config import ExperimentConfig
 
@@ -82,6 +88,8 @@ def check_experiment(path: str | Path, *, environment: bool = True) -> dict[str,
             args["lazy_init"] = False
             tuner = StrategyTuner(**args)
         summary.update({"strategy": args.get("strategy"), "space": args.get("space")})
+        if _platforms(data) - {"local"}:  # trials on other machines: the folders they share
+            summary["shared_paths"], summary["warnings"] = check_shared_paths(data, where=str(path))
         if environment:
             from nni_robust.strategies.settings import TrialSettings
 
@@ -96,6 +104,69 @@ def check_experiment(path: str | Path, *, environment: bool = True) -> dict[str,
         search = check_command(command, code_dir, data.get("searchSpace"))
         summary.update({"tradeoff_search": search.get("strategy"), "tuner": tuner.get("className")})
     return summary
+
+
+def _platforms(data: Mapping[str, Any]) -> set[str]:
+    """The training services of a config (``trainingService`` is one mapping, or a list of them)."""
+    service = data.get("trainingService")
+    services = service if isinstance(service, list) else [service] if isinstance(service, Mapping) else []
+    return {str(s.get("platform", "local")) for s in services if isinstance(s, Mapping)} or {"local"}
+
+
+def check_shared_paths(data: Mapping[str, Any], *, where: str = "the config") -> tuple[dict[str, str], list[str]]:
+    """The folders that the tuner and the trials of a multi-machine experiment share, checked.
+
+    With a training service other than ``local`` (``remote``, Kubernetes, ...)
+    the tuner runs on the NNI manager's machine and each trial on one of the
+    others, and they meet in folders: the search's work dir (``tuner.classArgs
+    .work_dir``; the default is ``<experimentWorkingDirectory>/<id>/nni_robust``
+    on the manager's machine), the supernet folder
+    (``strategy_args.supernet_dir``, default ``<work_dir>/supernets``) and the
+    dataset root (``settings.data_root``). Each must be an absolute path (not
+    ``~``, an environment variable or a relative path, which every machine
+    would resolve to a folder of its own) naming one shared folder (e.g. NFS)
+    mounted at that same path on every machine. Per-trial output is not shared:
+    NNI keeps it on the machine that ran the trial.
+
+    Returns:
+        (the shared paths by key, warnings: that they must be the same folder on
+        every machine, which cannot be checked from here, and a dataset without
+        ``data_root``).
+
+    Raises:
+        ConfigError: naming every path that is not absolute.
+    """
+    args = ((data.get("tuner") or {}).get("classArgs") or {})
+    strategy_args = args.get("strategy_args") or {}
+    settings = args.get("settings") or {}
+    paths: dict[str, str] = {}
+    if args.get("work_dir") is not None:
+        paths["tuner.classArgs.work_dir"] = str(args["work_dir"])
+    else:
+        paths["experimentWorkingDirectory (the default work_dir is <it>/<id>/nni_robust)"] = \
+            str(data.get("experimentWorkingDirectory", "~/nni-experiments"))
+    if isinstance(strategy_args, Mapping) and strategy_args.get("supernet_dir") is not None:
+        paths["tuner.classArgs.strategy_args.supernet_dir"] = str(strategy_args["supernet_dir"])
+    if isinstance(settings, Mapping) and settings.get("data_root") is not None:
+        paths["tuner.classArgs.settings.data_root"] = str(settings["data_root"])
+    platforms = ", ".join(sorted(_platforms(data) - {"local"}))
+    bad = [f"{key} is {value!r}" for key, value in paths.items()
+           if value.startswith("~") or "$" in value or not os.path.isabs(value)]
+    if bad:
+        raise ConfigError(f"{where}: with trials on other machines (trainingService {platforms}), the folders that the "
+                          "tuner and the trials share must be absolute paths, the same on every machine (a shared "
+                          "folder such as NFS): " + "; ".join(bad) + ". Every machine would resolve a relative path, "
+                          "'~' or '$VAR' to a folder of its own.")
+    warnings = [f"trials run on other machines (trainingService {platforms}): these folders must be one shared "
+                "folder, mounted at the same path on the NNI manager's machine and on every trial machine: "
+                + ", ".join(f"{key} = {value}" for key, value in paths.items())
+                + " (per-trial output stays on each machine; it need not be shared)."]
+    dataset = settings.get("dataset", "cifar10") if isinstance(settings, Mapping) else "cifar10"
+    if dataset != "digits" and "tuner.classArgs.settings.data_root" not in paths:
+        warnings.append(f"settings.data_root is not set: each machine reads {dataset} from its own $NNI_ROBUST_DATA "
+                        "or ~/.cache/nni_robust/data; put the dataset there on every machine, or set data_root to "
+                        "a shared absolute folder.")
+    return paths, warnings
 
 
 def free_port() -> int:
@@ -148,6 +219,10 @@ def run_experiment(config: str | Path, *, port: int = 0, timeout: float | None =
         stop_after: stop the experiment (status ``STOPPED``) as soon as this
             many trials have ended, e.g. to :func:`resume_experiment` it later.
 
+    An experiment whose tuner did not connect within NNI's 10 seconds (status
+    ``ERROR`` before any trial: a loaded machine) is stopped and started again,
+    up to 3 times.
+
     Returns:
         ``{"id", "status", "port", "work_dir", "trials": [...], "failed_trials", "best"}``.
     """
@@ -155,6 +230,8 @@ def run_experiment(config: str | Path, *, port: int = 0, timeout: float | None =
     summary = check_experiment(config)  # a bad key fails here, before anything starts
     if summary.get("environment"):
         raise ConfigError(f"{config} cannot run on this machine:\n- " + "\n- ".join(summary["environment"]))
+    for warning in summary.get("warnings") or []:
+        logger.warning("%s: %s", config, warning)
     data = load_yaml(config)
     data.update(overrides or {})
     if experiment_dir is not None:
@@ -170,13 +247,26 @@ def run_experiment(config: str | Path, *, port: int = 0, timeout: float | None =
         algo = data.get(key)
         if isinstance(algo, dict) and "className" in algo:
             algo["codeDirectory"] = _abs(algo.get("codeDirectory", "."))
-    port = port or free_port()
-    with tempfile.TemporaryDirectory(prefix="nni_robust_cfg_") as tmp:
-        tmp_cfg = Path(tmp) / config.name
-        tmp_cfg.write_text(yaml.safe_dump(data, sort_keys=False))
-        exp_id = _nnictl_start(["create", "--config", str(tmp_cfg), "--port", str(port)])
-    logger.info("Experiment %s started: web UI at http://127.0.0.1:%d", exp_id, port)
-    return _follow(exp_id, port, data, exp_dir, timeout=timeout, keep=keep, poll=poll, stop_after=stop_after)
+    attempts = 3
+    for attempt in range(1, attempts + 1):
+        run_port = port or free_port()
+        with tempfile.TemporaryDirectory(prefix="nni_robust_cfg_") as tmp:
+            tmp_cfg = Path(tmp) / config.name
+            tmp_cfg.write_text(yaml.safe_dump(data, sort_keys=False))
+            exp_id = _nnictl_start(["create", "--config", str(tmp_cfg), "--port", str(run_port)])
+        logger.info("Experiment %s started: web UI at http://127.0.0.1:%d", exp_id, run_port)
+        result = _follow(exp_id, run_port, data, exp_dir, timeout=timeout, keep=keep, poll=poll,
+                         stop_after=stop_after)
+        # NNI gives the tuner process 10 s to connect; on a loaded machine its imports alone can take
+        # longer, and the experiment ends in ERROR before any trial. That failure (only) is retried.
+        late_tuner = result["status"] == "ERROR" and not result["trials"] and any(
+            "did not connect" in str(e) for e in result.get("errors") or [])
+        if not late_tuner or attempt == attempts:
+            return result
+        stop_experiment(exp_id)
+        logger.warning("Experiment %s: NNI's tuner did not connect within NNI's 10 s (a loaded machine); starting "
+                       "the experiment again (attempt %d of %d).", exp_id, attempt + 1, attempts)
+    raise AssertionError("unreachable")
 
 
 def resume_experiment(exp_id: str, *, experiment_dir: str | Path, port: int = 0, timeout: float | None = None,

@@ -29,7 +29,7 @@ from ._masking import (MaskingThresholds, check_autoattack_gap, check_fgsm_vs_pg
                        check_pgd_steps, check_square, check_strength_curve, check_transfer,
                        masking_warnings)
 from ._report import (REPORT_FORMAT, SUITES, SuiteConfig, UniformNoise, flat_metrics, markdown,
-                      plot_strength_curve, robustness_report, write_json, write_markdown, write_report)
+                      plot_strength_curve, robustness_report, suite_from_spec, write_json, write_markdown, write_report)
 from ._strength import (WSR_STEP_FACTOR, WSR_STRENGTHS, StrengthCurve, add_autoattack_curve,
                         pgd_at_strength, strength_attacks, strength_curve, strength_key)
 from ._transfer import TransferAttack, train_transfer_source, transfer_pgd
@@ -39,7 +39,7 @@ __all__ = [
     "Evaluation", "NonFiniteOutputError", "RngStreams", "evaluate_attacks",
     "MaskingThresholds", "check_autoattack_gap", "check_fgsm_vs_pgd", "check_large_eps",
     "check_pgd_steps", "check_square", "check_strength_curve", "check_transfer", "masking_warnings",
-    "REPORT_FORMAT", "SUITES", "SuiteConfig", "UniformNoise", "flat_metrics", "markdown", "plot_strength_curve",
+    "REPORT_FORMAT", "SUITES", "SuiteConfig", "UniformNoise", "flat_metrics", "suite_from_spec", "markdown", "plot_strength_curve",
     "robustness_report", "write_json", "write_markdown", "write_report",
     "WSR_STEP_FACTOR", "WSR_STRENGTHS", "StrengthCurve", "add_autoattack_curve", "pgd_at_strength",
     "strength_attacks", "strength_curve", "strength_key",

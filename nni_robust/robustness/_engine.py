@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..device import autocast_context, resolve_device
-from ..errors import ConfigError, NniRobustError
+from ..errors import ConfigError, NniRobustError, NonFiniteError
 
 __all__ = ["NonFiniteOutputError", "Evaluation", "evaluate_attacks", "RngStreams", "progress_bar",
            "as_loader", "collect_tensors", "resolve_seed", "model_device"]
@@ -53,8 +53,9 @@ by 1/255, float ones are taken as ``[0, 1]``) or an iterable of ``(x, y)`` batch
 such as :class:`nni_robust.data.TensorLoader`."""
 
 
-class NonFiniteOutputError(NniRobustError, FloatingPointError):
-    """The model returned NaN or infinite logits during an evaluation."""
+#: The model returned NaN or infinite logits during an evaluation: the core's
+#: :class:`nni_robust.errors.NonFiniteError` (one class for every evaluation; this name is kept).
+NonFiniteOutputError = NonFiniteError
 
 
 # --------------------------------------------------------------------------- small helpers

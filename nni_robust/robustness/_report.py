@@ -48,8 +48,8 @@ from ._strength import (WSR_STEP_FACTOR, WSR_STRENGTHS, add_autoattack_curve, cu
                         strength_attacks, strength_key)
 from ._transfer import transfer_pgd
 
-__all__ = ["SuiteConfig", "SUITES", "REPORT_FORMAT", "UniformNoise", "robustness_report", "flat_metrics", "markdown", "write_json",
-           "write_markdown", "plot_strength_curve", "write_report"]
+__all__ = ["SuiteConfig", "SUITES", "REPORT_FORMAT", "UniformNoise", "robustness_report", "suite_from_spec",
+           "flat_metrics", "markdown", "write_json", "write_markdown", "plot_strength_curve", "write_report"]
 
 logger = logging.getLogger(__name__)
 
@@ -177,6 +177,53 @@ def _suite(suite: str | SuiteConfig, overrides: Mapping[str, Any]) -> SuiteConfi
             raise ConfigError(f"robustness_report: unknown setting {key!r}; valid settings: "
                               f"{', '.join(sorted(fields))}.")
     return dataclasses.replace(base, **overrides) if overrides else base
+
+
+#: Keys of a robustness spec (:func:`suite_from_spec`) besides the :class:`SuiteConfig` fields.
+SPEC_KEYS = ("suite", "eps", "autoattack_kwargs", "thresholds")
+
+
+def suite_from_spec(spec: Mapping[str, Any], where: str = "robustness") -> tuple[SuiteConfig, dict[str, Any]]:
+    """A robustness spec from a config file, checked: ``(suite config, robustness_report keywords)``.
+
+    ``spec`` is ``{"suite": "quick" | "standard" | "full", "eps": ..., "autoattack_kwargs": {...},
+    "thresholds": {...}, <any SuiteConfig field>: ...}`` (``suite`` defaults to ``quick``, ``eps``
+    to 8/255). Every error names ``<where>.<key>``, the bad value and what is valid, so a config
+    fails when it is checked, before any work.
+    """
+    if not isinstance(spec, Mapping):
+        raise ConfigError(f"{where} must be a mapping such as {{suite: quick, eps: 0.1}}, but got {spec!r}.")
+    fields = {f.name for f in dataclasses.fields(SuiteConfig)} - {"name"}
+    unknown = sorted(set(spec) - fields - set(SPEC_KEYS))
+    if unknown:
+        raise ConfigError(f"{where}.{unknown[0]}: unknown key; valid keys: {', '.join(SPEC_KEYS)} and the suite "
+                          f"settings {', '.join(sorted(fields))}.")
+    suite = spec.get("suite", "quick")
+    if not isinstance(suite, str) or suite not in SUITES:
+        raise ConfigError(f"{where}.suite must be one of {list(SUITES)}, but got {suite!r}.")
+    eps = spec.get("eps", 8 / 255)
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or not 0 < eps <= 1:
+        raise ConfigError(f"{where}.eps must be a number in (0, 1] (l-inf radius of images in [0, 1]), "
+                          f"but got {eps!r}.")
+    overrides = {k: (tuple(v) if isinstance(v, list) else v) for k, v in spec.items() if k in fields}
+    try:
+        cfg = _suite(suite, overrides)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}".replace("SuiteConfig.", f"{where}.")) from None
+    kwargs: dict[str, Any] = {"eps": float(eps)}
+    aa = spec.get("autoattack_kwargs")
+    if aa is not None:
+        if not isinstance(aa, Mapping) or set(aa) - {"n_queries", "n_target_classes", "n_restarts"}:
+            raise ConfigError(f"{where}.autoattack_kwargs must map n_queries, n_target_classes or n_restarts "
+                              f"to integers, but got {aa!r}.")
+        kwargs["autoattack_kwargs"] = dict(aa)
+    thresholds = spec.get("thresholds")
+    if thresholds is not None:
+        try:
+            kwargs["thresholds"] = MaskingThresholds.from_dict(thresholds)
+        except (ConfigError, TypeError) as exc:
+            raise ConfigError(f"{where}.thresholds: {exc}") from None
+    return cfg, kwargs
 
 
 def _environment(device: torch.device) -> dict[str, Any]:
