@@ -532,6 +532,12 @@ class PredictorSearch(MultiShotSearch):
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         super().load_state_dict(state_dict)
+        saved_seed = state_dict.get("seed")  # (written by MultiShotSearch.state_dict)
+        if isinstance(saved_seed, int) and not isinstance(saved_seed, bool) and saved_seed != self.seed:
+            # the predictor's trainings and inner searches derive their seeds from it: a resumed search
+            # (with seed: null, a drawn one) must continue with the seed it started with
+            logger.info("PredictorSearch: resuming with the saved seed %d (not %d)", saved_seed, self.seed)
+            self.seed = saved_seed
         p = state_dict.get("predictor") or {}
         self._pversion = int(p.get("version", -1))
         self._pstage = int(p.get("stage", 0))
