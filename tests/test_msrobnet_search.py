@@ -344,6 +344,7 @@ def test_resume_mid_search_reuses_finished_evaluations(tmp_path):
     ({"target_mflops": -5.0}, "-5.0"),
     ({"flops_unit": 0}, "flops_unit.* 0"),
     ({"num_random": 0}, "num_random.* 0"),
+    ({"num_random": 2, "family": "auto"}, r"num_random must be >= 3 with family 'auto'.*num_random=2"),
 ])
 def test_configuration_errors(tmp_path, kwargs, match):
     with pytest.raises(ConfigError, match=match):

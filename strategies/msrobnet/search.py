@@ -131,6 +131,9 @@ class MultiShotSearch(Strategy):
             raise ConfigError(f"tournament ({tournament}) must not exceed population ({population}).")
         if family == "auto" and mode == "multishot" and len(widths) < 3:
             raise ConfigError(f"family 'auto' (leave-one-out selection) needs at least 3 widths, got {widths}.")
+        if family == "auto" and mode == "multishot" and num_random < 3:
+            raise ConfigError(f"num_random must be >= 3 with family 'auto': the leave-one-out family selection "
+                              f"(App. A) needs at least 3 evaluated topologies, but got num_random={num_random}.")
         self.widths = sorted(widths)
         self.target_mflops = float(target_mflops)
         self.family_arg = family
@@ -265,7 +268,8 @@ class MultiShotSearch(Strategy):
             return
         flops, rewards = self._matrix(self._records)
         if flops.shape[0] < 3:
-            raise NniRobustError(f"Function-family selection needs >= 3 evaluated topologies, got {flops.shape[0]}.")
+            raise NniRobustError(f"Function-family selection needs >= 3 evaluated topologies, got {flops.shape[0]} "
+                                 f"(of {self.num_random} sampled: the others' evaluation trials failed).")
         flops = flops * 1e6  # the extrapolation module takes FLOPs
         selection = extrapolation.loo_selection(flops, rewards, exclude=(0,) if self.exclude_smallest else (),
                                                 unit=self.flops_unit, names=[f"c{w}" for w in self.widths])
