@@ -74,6 +74,7 @@ from .device import autocast_context, resolve_device
 from .distributed import DistInfo, all_reduce_sum, broadcast_object, gather_objects, sync_batchnorm
 from .distributed import current as dist_current
 from .errors import CheckpointError, ConfigError, NniRobustError
+from .seeding import seed_everything
 
 __all__ = ["TrainConfig", "AdversarialTrainer", "lr_at_epoch", "SCHEDULES", "ATTACK_MODES"]
 
@@ -570,10 +571,7 @@ class AdversarialTrainer:
         return list(self.history)
 
     def _seed(self, seed: int) -> None:
-        seed = seed + self.dist.rank  # rank 0 (and a one-process run) seeds with the seed itself
-        random.seed(seed)
-        np.random.seed(seed % 2**32)
-        torch.manual_seed(seed)
+        seed_everything(seed + self.dist.rank)  # rank 0 (and a one-process run) seeds with the seed itself
 
     def _train_epoch(self, loader: Iterable) -> dict[str, float]:
         cfg = self.config

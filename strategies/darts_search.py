@@ -28,9 +28,11 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from nni_robust.checkpoint import restore_rng_state
 from nni_robust.errors import ConfigError, NniRobustError
+from nni_robust.seeding import seed_everything
 
-__all__ = ["arch_entropy", "export_architecture", "final_network", "check_tuner_space"]
+__all__ = ["arch_entropy", "resume_or_seed", "export_architecture", "final_network", "check_tuner_space"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +51,25 @@ def arch_entropy(weights: Mapping[str, torch.Tensor]) -> torch.Tensor:
         raise ConfigError("arch_entropy needs the weights of at least one cell type.")
     rows = torch.cat([w.detach().float().reshape(-1, w.shape[-1]) for w in weights.values()])
     return -(rows * rows.clamp_min(1e-30).log()).sum(dim=1).mean()
+
+
+def resume_or_seed(resume: Mapping[str, Any] | None, loaders: Mapping[str, Any], seed: int, *,
+                   fresh: bool) -> None:
+    """Start (or continue) a search loop's run: the checkpoint's random states, or the run's seed.
+
+    With ``resume`` (a loaded checkpoint with ``rng`` and ``loaders``): every
+    generator's state and each named loader's position are restored, so the run
+    continues exactly. Otherwise, when ``fresh`` (nothing ran yet), every
+    generator is seeded with ``seed``; a later call of an unfinished run in the
+    same process changes nothing.
+    """
+    if resume is not None:
+        restore_rng_state(resume["rng"])
+        for key, state in resume["loaders"].items():
+            if key in loaders and hasattr(loaders[key], "load_state_dict"):
+                loaders[key].load_state_dict(state)
+    elif fresh:
+        seed_everything(seed)
 
 
 def export_architecture(work_dir: str | Path, search_dir: str | Path, *, method: str,

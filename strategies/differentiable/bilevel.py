@@ -83,7 +83,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nni_robust.attacks import Attack
-from nni_robust.checkpoint import (capture_rng_state, check_run_checkpoint, load_checkpoint, restore_rng_state,
+from nni_robust.checkpoint import (capture_rng_state, check_run_checkpoint, load_checkpoint,
                                    save_checkpoint)
 from nni_robust.config import check_range
 from nni_robust.device import autocast_context, resolve_device
@@ -91,7 +91,7 @@ from nni_robust.errors import CheckpointError, ConfigError, NniRobustError
 from nni_robust.reward import robust_reward
 from nni_robust.training import TrainConfig, lr_at_epoch
 
-from ..darts_search import arch_entropy
+from ..darts_search import arch_entropy, resume_or_seed
 
 __all__ = ["arch_entropy", "SearchConfig", "SearchMethod", "DifferentiableSearch"]
 
@@ -457,16 +457,8 @@ class DifferentiableSearch:
 
         cfg = self.config
         loaders = {"train": train_loader, "val": val_loader}
-        if self._resume is not None:
-            restore_rng_state(self._resume["rng"])
-            for key, state in self._resume["loaders"].items():
-                if key in loaders and hasattr(loaders[key], "load_state_dict"):
-                    loaders[key].load_state_dict(state)
-            self._resume = None
-        elif not self._started and self.epoch == 0:
-            random.seed(cfg.seed)
-            np.random.seed(cfg.seed % 2 ** 32)
-            torch.manual_seed(cfg.seed)
+        resume_or_seed(self._resume, loaders, cfg.seed, fresh=not self._started and self.epoch == 0)
+        self._resume = None
         self._started = True
         done = 0
         while self.epoch < cfg.epochs and (max_epochs is None or done < max_epochs):

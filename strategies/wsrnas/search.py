@@ -78,20 +78,19 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from nni_robust.attacks import PGD
-from nni_robust.checkpoint import (capture_rng_state, check_run_checkpoint, load_checkpoint, restore_rng_state,
+from nni_robust.checkpoint import (capture_rng_state, check_run_checkpoint, load_checkpoint,
                                    save_checkpoint)
 from nni_robust.device import autocast_context, resolve_device
 from nni_robust.errors import CheckpointError, ConfigError, NniRobustError
 from nni_robust.robustness import evaluate_attacks, pgd_at_strength
 from nni_robust.training import TrainConfig, lr_at_epoch
 
-from ..darts_search import arch_entropy
+from ..darts_search import arch_entropy, resume_or_seed
 from .estimator import WAANE, ReplayMemory, build_estimator, leave_one_out, make_optimizer, pgd_noises, \
     target_strengths, train_estimator, warmup_cosine
 from .vle import LossMemory, ValidationLossEstimator, WsrConfig, arch_step, gumbel_softmax, make_vle_optimizer, \
@@ -403,16 +402,8 @@ class WsrSearch:
         """
         cfg = self.config
         loaders = {"train": train_loader, "ane": ane_loader}
-        if self._resume is not None:
-            restore_rng_state(self._resume["rng"])
-            for key, state in self._resume["loaders"].items():
-                if key in loaders and hasattr(loaders[key], "load_state_dict"):
-                    loaders[key].load_state_dict(state)
-            self._resume = None
-        elif not self._started and self.step == 0:
-            random.seed(cfg.seed)
-            np.random.seed(cfg.seed % 2 ** 32)
-            torch.manual_seed(cfg.seed)
+        resume_or_seed(self._resume, loaders, cfg.seed, fresh=not self._started and self.step == 0)
+        self._resume = None
         self._started = True
         if self.population is None:  # line 2
             with torch.no_grad():
