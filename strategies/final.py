@@ -34,7 +34,7 @@ from typing import Any, Callable, Mapping
 from nni_robust import distributed
 from nni_robust.attacks import build_attack
 from nni_robust.checkpoint import load_checkpoint, save_checkpoint, write_json
-from nni_robust.data import TensorLoader
+from nni_robust.data import DATASETS, TensorLoader
 from nni_robust.device import resolve_device
 from nni_robust.errors import CheckpointError, ConfigError, NniRobustError
 from nni_robust.evaluation import evaluate
@@ -307,7 +307,7 @@ def load_final_model(settings: TrialSettings, model_path: str | Path) -> tuple[A
                     settings.dataset)
         settings = settings.replace(dataset=state["dataset"])
     device = resolve_device(settings.device)
-    info = settings.data("final").info
+    info = DATASETS[settings.dataset]  # (the dataset's shape; its images are not needed to build the network)
     space = state.get("space", settings.space)
     arch = arch_from_json(state["arch"], space)
     model = build_network(arch, width=state["init_channels"], info=info, space=space)
