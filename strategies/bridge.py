@@ -838,7 +838,8 @@ class StrategyTuner(Tuner):
         work_dir: Folder shared with the trials; default
             ``<experiment dir>/nni_robust``.
         default_task: Task of models that carry no :class:`TrialTask`.
-        task_args: Arguments of ``default_task``.
+        task_args: Arguments of ``default_task`` (checked and normalised at start-up by the
+            task's ``check_args`` when it has one: :func:`.registry.check_task_args`).
         resume: Continue from the state and records in ``work_dir``.
         finish_experiment: When the strategy ends, make NNI finish (DONE) by
             setting ``maxTrialNumber`` to the number of trials.
@@ -942,6 +943,8 @@ class StrategyTuner(Tuner):
     def _setup(self) -> None:
         _define_nas_classes()
         self._settings = _validate_settings(self._settings)
+        from .registry import check_task_args  # the default task checks its own arguments (e.g. 'tabular')
+        self._task_args = check_task_args(self._default_task, self._task_args)
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.model_space = build_space(self._space_spec)
         self.strategy = build_strategy(self._strategy_name, self._strategy_args,

@@ -27,7 +27,8 @@ from nni_robust.discovery import Discovery
 from nni_robust.errors import ConfigError
 
 __all__ = ["Method", "TaskContext", "register_method", "methods", "strategy_paths", "task_names",
-           "task_function", "numeric", "discover", "import_errors", "COMMON_TASKS", "NNI_STRATEGIES"]
+           "task_function", "check_task_args", "numeric", "discover", "import_errors", "COMMON_TASKS",
+           "NNI_STRATEGIES"]
 
 #: NNI's own strategies, usable by short name with any space.
 NNI_STRATEGIES: dict[str, str] = {
@@ -39,6 +40,7 @@ NNI_STRATEGIES: dict[str, str] = {
 #: Trial tasks every method shares.
 COMMON_TASKS: dict[str, str] = {
     "final": "nni_robust.strategies.final.final_task",
+    "tabular": "nni_robust.strategies.tabular.tabular_task",
 }
 
 
@@ -177,3 +179,18 @@ def task_function(name: str) -> Callable[[TaskContext], tuple[dict[str, float], 
         raise ConfigError(f"Unknown trial task {name!r}.{hint} Valid tasks: {sorted(paths)}.{_errors_hint()}")
     module, _, attr = paths[name].rpartition(".")
     return getattr(importlib.import_module(module), attr)
+
+
+def check_task_args(name: str, args: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``args`` of task ``name`` checked and normalised by the task's own ``check_args``.
+
+    The bridge tuner calls this on its ``task_args`` when it starts, so a bad
+    argument fails before any trial runs. A task declares a check with a
+    ``check_args(args) -> dict`` attribute (e.g. the shared ``tabular`` task);
+    tasks without one, and names no method registers, get ``args`` unchanged.
+    """
+    args = dict(args or {})
+    if name not in _task_paths():
+        return args
+    check = getattr(task_function(name), "check_args", None)
+    return args if check is None else dict(check(args))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,10 @@ def test_the_issues_experiments_exist():
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)
 def test_experiment_is_valid(config):
+    if config.name == "nb201-tabular.yml":  # the tuner checks the table's files: they must be there
+        table = os.environ.get("NNI_ROBUST_NB201") or ROOT.parent / "shared/data/nb201-robustness"
+        if not (Path(table) / "data/meta.json").is_file():
+            pytest.skip(f"the NAS-Bench-201 robustness data is not at {table} (set NNI_ROBUST_NB201 to its folder)")
     summary = check_experiment(config)
     data = yaml.safe_load(config.read_text())
     assert summary["maxTrialNumber"] == data["maxTrialNumber"]

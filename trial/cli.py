@@ -296,7 +296,7 @@ def cmd_benchmark_tabular(ns: argparse.Namespace) -> int:
         print(line, file=sys.stderr, flush=True)
 
     result = main_tabular(ns.config, table=ns.table, seeds=ns.seeds, budgets=ns.budgets, labels=ns.strategies,
-                          out=ns.out, progress=progress, workers=ns.workers)
+                          out=ns.out, progress=progress, workers=ns.workers, seed_offset=ns.seed_offset)
     print(Path(result["paths"]["md"]).read_text())
     print(json.dumps({"seconds": round(result["seconds"], 1), **result["paths"]}, indent=2))
     return 0
@@ -412,6 +412,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="benchmark YAML, e.g. benchmarks/nb201-tabular.yml")
     p.add_argument("--table", help="the robustness dataset's folder (default: the config's table)")
     p.add_argument("--seeds", type=int, help="seeds per strategy (default: the config's)")
+    p.add_argument("--seed-offset", type=int, help="first seed (default: the config's seed_offset; e.g. 100 for "
+                   "seeds the tuned settings were not chosen on)")
     p.add_argument("--budgets", type=int, nargs="+", help="query budgets (default: the config's)")
     p.add_argument("--strategies", nargs="+", help="run only these strategy labels of the config")
     p.add_argument("--out", default="benchmark-tabular", help="output folder (default: ./benchmark-tabular)")

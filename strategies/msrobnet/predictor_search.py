@@ -19,6 +19,20 @@ with its evolutionary *search* stage replaced; the stages are
 5. **export** (line 26: the best evaluated topology), 6. **final**: as in
    :class:`~.msrobnet_search.MultiShotSearch`.
 
+Other evaluators (``evaluation="task"``): the controller without supernets.
+Each topology is one trial of the bridge tuner's ``default_task`` (e.g. the
+shared ``tabular`` task, :mod:`nni_robust.strategies.tabular`, which answers
+it from a tabular benchmark) whose ``default`` is its reward; the supernet,
+family and final stages are skipped, and the predictor embeds the space's
+cell DAG (``cell_graph``: ``"nb201"``, any
+:class:`~.predictor.CellGraph` description, or detected from the space's
+labels). Stages 2 (random), 4 (search) and 5 (export) are the algorithm above,
+unchanged. The paper's experiments use the default, ``"supernets"``. A cell
+graph that knows its isomorphism classes (``"nb201"``) is embedded by class
+representatives (:meth:`~.predictor.CellGraph.representatives`), and a space
+that small (15,625 cells) is scored whole once per inner search instead of
+one child at a time (the same scores).
+
 Predictor quality: each stage's picks are scored by the predictor *before* it
 is tuned on them, so they are architectures it was not trained on. Per stage,
 Kendall tau, Spearman rho and P@K (GATES; MSRobNet App. D.1) of the predicted
@@ -32,8 +46,10 @@ Choices where the paper is silent (all parameters):
   (by measured reward), scored by the predictor; its fitness is always the
   predictor score;
 * a pick is the best-scored population member that is neither evaluated nor
-  already picked (else the best-scored such topology scored in this stage); a
-  child identical to a population member is not added twice (the step counts);
+  already picked (else the best-scored such topology scored in this stage;
+  else, in a space small enough to score whole, the best-scored such topology
+  of the space); a child identical to a population member is not added twice
+  (the step counts);
 * tuning (line 25) trains on the stage's newly evaluated topologies only
   (``tune_on="new"``; ``"all"``: on every evaluated topology), with a fresh
   Adam, for ``training.tune_epochs`` epochs;
@@ -56,7 +72,7 @@ import math
 import random
 import threading
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Hashable, Mapping, Sequence
 
 import numpy as np
 
@@ -70,6 +86,12 @@ __all__ = ["PredictorSearch", "inner_search"]
 logger = logging.getLogger(__name__)
 
 TUNE_ON = ("new", "all")
+#: ``evaluation``: multi-shot (or one-shot, per ``mode``) in trained supernets, as the paper; or one trial of
+#: the tuner's default task per topology (e.g. the shared ``tabular`` task).
+EVALUATIONS = ("supernets", "task")
+#: Spaces of at most this many topologies are scored whole once per inner search
+#: (:meth:`PredictorSearch._stage_scorer`).
+FULL_SCORING_LIMIT = 50_000
 
 
 def _key(sample: Mapping[str, Any]) -> str:
@@ -83,8 +105,10 @@ def _derived_seed(seed: int, tag: str, index: int) -> int:
 
 def inner_search(score: Callable[[np.ndarray], np.ndarray], initial: Sequence[np.ndarray], *,
                  population: int = 20, tournament: int = 5, num_picks: int = 50, pick_every: int = 50,
-                 num_choices: int = 4, exclude: set[bytes] | frozenset[bytes] = frozenset(),
-                 rng: random.Random | None = None) -> tuple[list[tuple[np.ndarray, float]], int]:
+                 num_choices: int = 4, exclude: set[Hashable] | frozenset[Hashable] = frozenset(),
+                 rng: random.Random | None = None,
+                 key: Callable[[np.ndarray], Hashable] | None = None,
+                 space: np.ndarray | None = None) -> tuple[list[tuple[np.ndarray, float]], int]:
     """The inner evolutionary search on predictor scores (MSRobNet Alg. 1 line 23, App. B.1).
 
     Tournament evolution (Real et al.) for ``num_picks x pick_every`` steps:
@@ -92,7 +116,12 @@ def inner_search(score: Callable[[np.ndarray], np.ndarray], initial: Sequence[np
     edge to another op, uniform), the child scored and added, the lowest-scored
     member removed. Every ``pick_every`` steps the best-scored member that is
     neither in ``exclude`` nor picked is picked (else the best such topology
-    scored so far in this search).
+    scored so far in this search). When every topology seen so far is
+    excluded or picked and ``space`` is given (a small space, e.g.
+    NAS-Bench-201's, whose neighbourhood of the evaluated best runs out after a
+    few hundred queries: the population's children are all evaluated), the
+    pick is the best-scored free topology of the whole space; without
+    ``space`` (the paper's space never runs out) the pick is skipped.
 
     Args:
         score: scores of ``(B, L)`` int arrays of op indices (higher is better).
@@ -103,8 +132,13 @@ def inner_search(score: Callable[[np.ndarray], np.ndarray], initial: Sequence[np
         num_picks: N_p, topologies to pick (paper: 50).
         pick_every: steps between picks (paper: 50, so T_pe = 2,500).
         num_choices: ops per edge.
-        exclude: ``arr.tobytes()`` of topologies that must not be picked (evaluated).
+        exclude: keys of topologies that must not be picked (evaluated): ``arr.tobytes()``, or
+            ``key(arr)`` when ``key`` is given.
         rng: the random generator.
+        key: what makes two topologies the same pick (default: the same op indices); e.g. an
+            isomorphism class, so that no pick computes the same function as an evaluated or an
+            already picked topology.
+        space: every topology of the space (``(N, L)``), when it is small enough to score whole.
 
     Returns:
         (picks as (op array, predicted score), number of topologies scored).
@@ -112,6 +146,7 @@ def inner_search(score: Callable[[np.ndarray], np.ndarray], initial: Sequence[np
     if not initial:
         raise NniRobustError("inner_search needs at least one initial topology.")
     rng = rng or random.Random()
+    same = key if key is not None else (lambda a: a.tobytes())
     pop_arrays = [np.asarray(a, dtype=np.int64).copy() for a in list(initial)[:population]]
     length = pop_arrays[0].shape[0]
     scores = score(np.stack(pop_arrays))
@@ -121,40 +156,56 @@ def inner_search(score: Callable[[np.ndarray], np.ndarray], initial: Sequence[np
         cache[arr.tobytes()] = float(s)
         pop.append((arr.tobytes(), arr, float(s)))
     num_scored = len(pop)
-    picked: set[bytes] = set()
+    picked: set[Hashable] = set()
     picks: list[tuple[np.ndarray, float]] = []
     members = {k for k, _, _ in pop}
+    space_scores: np.ndarray | None = None  # (scored on the first pick that needs them)
+    space_order = np.zeros(0, dtype=np.int64)
     for step in range(1, num_picks * pick_every + 1):
         contenders = rng.sample(range(len(pop)), min(tournament, len(pop)))
         parent = pop[max(contenders, key=lambda i: pop[i][2])][1]  # first drawn on ties
         child = parent.copy()
         pos = rng.randrange(length)
         child[pos] = rng.choice([v for v in range(num_choices) if v != parent[pos]])
-        key = child.tobytes()
-        value = cache.get(key)
+        child_key = child.tobytes()
+        value = cache.get(child_key)
         if value is None:
             value = float(score(child[None])[0])
-            cache[key] = value
+            cache[child_key] = value
         num_scored += 1
-        if key not in members:
-            pop.append((key, child, value))
-            members.add(key)
+        if child_key not in members:
+            pop.append((child_key, child, value))
+            members.add(child_key)
             worst = min(range(len(pop)), key=lambda i: pop[i][2])  # oldest on ties
             members.discard(pop.pop(worst)[0])
         if step % pick_every == 0 and len(picks) < num_picks:
-            free = [m for m in pop if m[0] not in exclude and m[0] not in picked]
+            free = [m for m in pop if _free(m[0] if key is None else same(m[1]), exclude, picked)]
             if free:
-                best_key, best_arr, best_score = max(free, key=lambda m: m[2])
+                _, best_arr, best_score = max(free, key=lambda m: m[2])
             else:
-                rest = [(k, s) for k, s in cache.items() if k not in exclude and k not in picked]
-                if not rest:
+                scored = ((np.frombuffer(b, dtype=np.int64), v) for b, v in cache.items())
+                rest = [(a, v) for a, v in scored if _free(same(a), exclude, picked)]
+                if rest:
+                    best_arr, best_score = max(rest, key=lambda kv: kv[1])
+                elif space is not None:  # exhausted around the population: the best free one anywhere
+                    if space_scores is None:
+                        space_scores = np.asarray(score(space), dtype=np.float64)
+                        space_order = np.argsort(-space_scores, kind="stable")
+                    best = next((i for i in space_order if _free(same(space[i]), exclude, picked)), None)
+                    if best is None:
+                        logger.warning("Inner search: no unevaluated topology left in the space at step %d.", step)
+                        continue
+                    best_arr, best_score = space[best], float(space_scores[best])
+                else:
                     logger.warning("Inner search: no unevaluated topology left to pick at step %d.", step)
                     continue
-                best_key, best_score = max(rest, key=lambda kv: kv[1])
-                best_arr = np.frombuffer(best_key, dtype=np.int64).copy()
-            picked.add(best_key)
+            picked.add(same(best_arr))
             picks.append((best_arr.copy(), best_score))
     return picks, num_scored
+
+
+def _free(key: Hashable, exclude: Any, picked: set[Hashable]) -> bool:
+    return key not in exclude and key not in picked
 
 
 class PredictorSearch(MultiShotSearch):
@@ -183,6 +234,23 @@ class PredictorSearch(MultiShotSearch):
             predictor trains and scores (None: leave torch's setting). Default
             1: the graphs are tiny, and on a machine whose cores also run
             trials more threads make each scoring call many times slower.
+        evaluation: ``"supernets"`` (the paper: supernets, multi-shot
+            evaluation trials per ``mode``, family selection, final training)
+            or ``"task"`` (each topology is one trial of the tuner's
+            ``default_task``, whose ``default`` is the reward, e.g. the shared
+            ``tabular`` task; no supernets, family or final stage, so
+            ``final`` must be false; ``widths``, ``target_mflops``, ``family``,
+            ``mode`` and ``supernet_dir`` are unused).
+        cell_graph: the cell DAG the predictor embeds with ``evaluation="task"``:
+            ``"nb201"``, a :class:`~.predictor.CellGraph` description, or None
+            (detected from the space's labels: NAS-Bench-201's). With
+            ``"supernets"`` it is the dense robust layout of ``settings.space``.
+        dedup_isomorphic: never pick a topology isomorphic to an evaluated or
+            already picked one (the cell graph must know its isomorphism
+            classes, e.g. ``"nb201"``: the robustness dataset measured one
+            network per class, so a pick in the class of an evaluated one
+            would spend a query on a known answer). Default False: as the
+            paper, only identical topologies are excluded.
         exclude_smallest, flops_unit, final, supernets_only, final_init_channels:
             as in :class:`~.msrobnet_search.MultiShotSearch`.
         seed: seed of sampling, inner searches and predictor training (``None``: drawn).
@@ -198,7 +266,8 @@ class PredictorSearch(MultiShotSearch):
                  tune_on: str = "new", precision_ks: Sequence[int] = (5, 10, 20, 50),
                  predictor_device: str = "cpu", predictor_threads: int | None = 1, exclude_smallest: bool = True, flops_unit: float = 1e6,
                  final: bool = True, supernets_only: bool = False, final_init_channels: int | None = None,
-                 seed: int | None = None, work_dir: str | None = None,
+                 evaluation: str = "supernets", cell_graph: str | Mapping[str, Any] | None = None,
+                 dedup_isomorphic: bool = False, seed: int | None = None, work_dir: str | None = None,
                  settings: Mapping[str, Any] | None = None) -> None:
         for name, value in (("stages", stages), ("picks", picks), ("pick_every", pick_every)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -227,6 +296,22 @@ class PredictorSearch(MultiShotSearch):
                                               or not isinstance(predictor_threads, int) or predictor_threads < 1):
             raise ConfigError(f"predictor_threads must be a positive integer or null, but got {predictor_threads!r}.")
         self.predictor_threads = predictor_threads
+        check_choice("evaluation", evaluation, EVALUATIONS)
+        self.evaluation = evaluation
+        if evaluation == "task":
+            if final or supernets_only:
+                raise ConfigError("evaluation 'task' has no supernets and no final training (the default task "
+                                  "answers each topology): set final: false (and supernets_only: false).")
+            if cell_graph is not None:
+                P.cell_graph(cell_graph)  # checks the description now
+        elif cell_graph is not None:
+            raise ConfigError("cell_graph is for evaluation 'task'; with 'supernets' the predictor embeds the dense "
+                              "robust layout of settings.space.")
+        self.cell_graph_arg = cell_graph
+        if not isinstance(dedup_isomorphic, bool):
+            raise ConfigError(f"dedup_isomorphic must be true or false, but got {dedup_isomorphic!r}.")
+        self.dedup_isomorphic = dedup_isomorphic
+        self._graph: Any = None
         self._pversion = -1           # trainings done - 1 (-1: no predictor yet, 0: initial)
         self._pstage = 0              # predictor stages finished
         self._picks: list[dict[str, Any]] | None = None  # the current stage's picks (sample, predicted)
@@ -236,8 +321,36 @@ class PredictorSearch(MultiShotSearch):
         self._model: Any = None
 
     # ------------------------------------------------------------------ helpers
+    @property
+    def task_evaluation(self) -> bool:
+        """Whether each topology is a trial of the tuner's default task (``evaluation="task"``)."""
+        return self.evaluation == "task"
+
     def _initialize(self, model_space: Any, engine: Any) -> Any:
-        model_space = super()._initialize(model_space, engine)
+        from . import predictor as P
+
+        if self.task_evaluation:
+            from nni.mutable import Categorical
+
+            space = model_space.simplify()
+            values = {label: list(m.values) for label, m in space.items() if isinstance(m, Categorical)}
+            if len(values) != len(space):
+                raise ConfigError(f"PredictorSearch needs a space of nni.choice labels only, but "
+                                  f"{sorted(set(space) - set(values))} are not.")
+            spec = self.cell_graph_arg
+            if spec is None:
+                spec = next((name for name, make in P.NAMED_GRAPHS.items() if set(make().labels) == set(values)),
+                            None)
+                if spec is None:
+                    raise ConfigError(f"No known cell graph has the space's labels {sorted(values)[:6]}...: give "
+                                      f"cell_graph (one of {sorted(P.NAMED_GRAPHS)} or a CellGraph description).")
+            self._graph = P.cell_graph(spec)
+            self._graph.check_labels(values)
+        else:
+            model_space = super()._initialize(model_space, engine)
+        if self.dedup_isomorphic and self.graph.canonical is None:
+            raise ConfigError(f"dedup_isomorphic needs a cell graph that knows its isomorphism classes "
+                              f"({sorted(P.NAMED_GRAPHS)}); {self.graph.name!r} does not.")
         # torch-geometric takes seconds to import: import it while the first trials run.
         threading.Thread(target=_prefetch_gnn, name="PredictorSearch-import", daemon=True).start()
         return model_space
@@ -249,6 +362,18 @@ class PredictorSearch(MultiShotSearch):
         return layout_of(self._trial_space)
 
     @property
+    def graph(self) -> Any:
+        """The :class:`~.predictor.CellGraph` the predictor embeds (the dense robust layout's cell
+        with ``evaluation="supernets"``)."""
+        if self._graph is None:
+            from . import predictor as P
+
+            if self.task_evaluation:
+                raise NniRobustError("PredictorSearch: the cell graph is known once the strategy is initialised.")
+            self._graph = P.CellGraph.from_layout(self.layout)
+        return self._graph
+
+    @property
     def predictor_dir(self) -> Path:
         return self.work_dir / "predictor"
 
@@ -257,7 +382,8 @@ class PredictorSearch(MultiShotSearch):
 
     def _valid_reward(self, result: Mapping[str, Any]) -> float | None:
         """The record's reward for the predictor, None when the extrapolation failed."""
-        value = result.get("default") if self.mode != "multishot" else result.get(f"est_{self.family}")
+        multishot = self.mode == "multishot" and not self.task_evaluation
+        value = result.get(f"est_{self.family}") if multishot else result.get("default")
         if value is None or isinstance(value, bool):
             return None
         value = float(value)
@@ -274,26 +400,58 @@ class PredictorSearch(MultiShotSearch):
                 rewards.append(reward)
         return samples, rewards
 
-    def _labels(self) -> tuple[str, ...]:
-        return self.layout.labels()
-
     def _to_array(self, sample: Mapping[str, Any]) -> np.ndarray:
-        from nni_robust.spaces.ops import PRIMITIVES
-
-        return np.array([PRIMITIVES.index(sample[label]) for label in self._labels()], dtype=np.int64)
+        return self.graph.to_array(sample)
 
     def _to_sample(self, arr: np.ndarray) -> dict[str, str]:
-        from nni_robust.spaces.ops import PRIMITIVES
-
-        return {label: PRIMITIVES[int(v)] for label, v in zip(self._labels(), arr)}
+        return self.graph.to_sample(arr)
 
     def _scores(self, arrays: np.ndarray) -> np.ndarray:
         import torch
 
         from . import predictor as P
 
-        ops = torch.from_numpy(np.ascontiguousarray(arrays)).view(arrays.shape[0], -1, P.NUM_EDGES)
+        arrays = self.graph.representatives(arrays)  # as the predictor was trained (CellGraph.encode)
+        ops = torch.from_numpy(np.ascontiguousarray(arrays)).view(arrays.shape[0], -1, self.graph.num_edges)
         return P.predict(self._model, ops)
+
+    def _stage_scorer(self) -> tuple[Callable[[np.ndarray], np.ndarray], np.ndarray | None]:
+        """The inner search's scoring function for the current predictor, and every topology of
+        the space when it is scored whole (else None).
+
+        A space of at most :data:`FULL_SCORING_LIMIT` topologies (NAS-Bench-201's
+        15,625) is scored once, in batches, and looked up: the scores of one
+        call per child up to float rounding (the predictor does not change
+        during an inner search), without thousands of one-topology calls.
+        """
+        num_ops, length = len(self.graph.ops), len(self.graph.labels)
+        if num_ops ** length > FULL_SCORING_LIMIT:
+            return self._scores, None
+        place = num_ops ** np.arange(length - 1, -1, -1, dtype=np.int64)
+        every = (np.arange(num_ops ** length, dtype=np.int64)[:, None] // place) % num_ops
+        # the predictor sees class representatives: score each distinct one once (NAS-Bench-201: 6,466)
+        unique, inverse = np.unique(self.graph.representatives(every), axis=0, return_inverse=True)
+        table = self._scores(unique)[inverse.reshape(-1)]
+        return (lambda arrays: table[np.asarray(arrays, dtype=np.int64) @ place]), every
+
+    # ------------------------------------------------------------------ evaluation="task"
+    def _reward(self, result: Mapping[str, Any]) -> float:
+        if not self.task_evaluation:
+            return super()._reward(result)
+        value = self._valid_reward(result)
+        return 0.0 if value is None else value
+
+    def _eval_task(self) -> Any:
+        # evaluation="task": no TrialTask, so the bridge sends its default task (e.g. 'tabular')
+        return None if self.task_evaluation else super()._eval_task()
+
+    def _stage_supernets(self) -> None:
+        if not self.task_evaluation:
+            super()._stage_supernets()
+
+    def _stage_family(self) -> None:
+        if not self.task_evaluation:
+            super()._stage_family()
 
     # ------------------------------------------------------------------ predictor versions
     def _train(self, version: int, keys: Sequence[str], writer: Any = None) -> float | None:
@@ -304,7 +462,7 @@ class PredictorSearch(MultiShotSearch):
 
         samples, rewards = self._training_set(keys)
         if version == 0:
-            self._model = P.build_predictor(self.layout, self.predictor_config,
+            self._model = P.build_predictor(self.graph, self.predictor_config,
                                             seed=_derived_seed(self.seed, "init", 0),
                                             device=self._device())
         epochs = self.training_config.epochs if version == 0 else self.training_config.tune_epochs
@@ -319,12 +477,12 @@ class PredictorSearch(MultiShotSearch):
                            len(samples))
             history: list[float] = []
         else:
-            history = P.train_predictor(self._model, P.encode_archs(samples, self.layout), rewards, epochs=epochs,
+            history = P.train_predictor(self._model, self.graph.encode(samples), rewards, epochs=epochs,
                                         config=self.training_config,
                                         seed=_derived_seed(self.seed, "train", version),
                                         on_epoch_end=on_epoch_end)
         save_checkpoint(self._checkpoint(version), model=self._model.state_dict(), version=version,
-                        layout=self.layout.name, predictor=P.config_dict(self.predictor_config),
+                        layout=self.graph.name, predictor=P.config_dict(self.predictor_config),
                         training=P.config_dict(self.training_config), num_train=len(samples),
                         history=history)
         self._pversion = version
@@ -353,7 +511,7 @@ class PredictorSearch(MultiShotSearch):
         from . import predictor as P
 
         path = self._checkpoint(self._pversion)
-        self._model = P.build_predictor(self.layout, self.predictor_config, seed=0, device=self._device())
+        self._model = P.build_predictor(self.graph, self.predictor_config, seed=0, device=self._device())
         try:
             state = load_checkpoint(path)
             self._model.load_state_dict(state["model"])
@@ -405,11 +563,14 @@ class PredictorSearch(MultiShotSearch):
         initial = [self._to_array(r["sample"]) for r, _ in ranked[:self.population]]
         if not initial:
             raise NniRobustError("No evaluated topology has a finite reward; the inner search has no population.")
-        exclude = {self._to_array(r["sample"]).tobytes() for r in self._records}
+        key = self.graph.isomorphism_key if self.dedup_isomorphic else None
+        exclude = {(key or np.ndarray.tobytes)(self._to_array(r["sample"])) for r in self._records}
         rng = random.Random(_derived_seed(self.seed, "inner", stage))
-        picks, scored_count = inner_search(self._scores, initial, population=self.population,
+        scorer, space = self._stage_scorer()
+        picks, scored_count = inner_search(scorer, initial, population=self.population,
                                            tournament=self.tournament, num_picks=self.picks,
-                                           pick_every=self.pick_every, exclude=exclude, rng=rng)
+                                           pick_every=self.pick_every, num_choices=len(self.graph.ops),
+                                           exclude=exclude, rng=rng, key=key, space=space)
         self._num_scored += scored_count
         logger.info("Predictor stage %d/%d: %d topologies scored, %d picked (best predicted %.4f).", stage,
                     self.stages, scored_count, len(picks), max((s for _, s in picks), default=float("nan")))
@@ -484,6 +645,8 @@ class PredictorSearch(MultiShotSearch):
             "evaluated_fraction": evaluated / (num_random + self._num_scored) if self._num_scored else None,
             "settings": {"stages": self.stages, "picks": self.picks, "pick_every": self.pick_every,
                          "population": self.population, "tournament": self.tournament, "tune_on": self.tune_on,
+                         "evaluation": self.evaluation, "cell_graph": self.graph.name,
+                         "dedup_isomorphic": self.dedup_isomorphic,
                          "predictor": P.config_dict(self.predictor_config),
                          "training": P.config_dict(self.training_config)},
         }
@@ -512,7 +675,10 @@ class PredictorSearch(MultiShotSearch):
         return path
 
     def _stage_export(self) -> None:
-        super()._stage_export()
+        if self.task_evaluation:
+            self._export_task_evaluation()
+        else:
+            super()._stage_export()
         path = self.work_dir / "best_architecture.json"
         data = json.loads(path.read_text())
         report = self.quality_report()
@@ -522,6 +688,22 @@ class PredictorSearch(MultiShotSearch):
                              "evaluated_fraction": report["evaluated_fraction"],
                              "report": str(self.write_report())}
         path.write_text(json.dumps(data, indent=2, sort_keys=True))
+
+    def _export_task_evaluation(self) -> None:
+        """Alg. 1 line 26 with ``evaluation="task"``: the best topology and its trial's result."""
+        best = self.best()
+        if best is None:
+            raise NniRobustError("No topology was evaluated successfully; nothing to export.")
+        record, reward = best
+        out = {"sample": record["sample"], "estimate": reward, "result": record["result"], "evaluation": "task",
+               "cell_graph": self.graph.name, "evaluated": len(self._records)}
+        path = self.work_dir / "best_architecture.json"
+        path.write_text(json.dumps(out, indent=2, sort_keys=True))
+        with (self.work_dir / "evaluations.jsonl").open("w") as fh:
+            for r in self._records:
+                fh.write(json.dumps({"sample": r["sample"], "reward": self._reward(r["result"]),
+                                     "result": r["result"]}, sort_keys=True) + "\n")
+        logger.info("Best topology (reward %.4f of %d evaluated) exported to %s", reward, len(self._records), path)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
