@@ -595,11 +595,12 @@ def plot(result: Mapping[str, Any], path: str | os.PathLike) -> Path:
     ax.set_ylim(low, t["optimum"] + 0.01)
     ax.set_ylabel(f"best {t['objective']} found (mean; band: quartiles)")
     ax.set_title(f"Best true objective vs queries ({t['dataset']}, {t['objective']})")
-    ax.legend(loc="lower right", fontsize=8)
     ax2.set_yscale("log")
     ax2.set_ylabel("mean regret to the optimum")
     ax2.set_title(f"Mean regret (log scale; below {_REGRET_FLOOR:g}, e.g. 0, drawn at {_REGRET_FLOOR:g})")
-    ax2.legend(loc="upper right", fontsize=8)
+    # one legend for both panels (same colours), below them: it covers no curve
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=4, fontsize=9)
     path = Path(path)
     fig.savefig(path, dpi=120)
     return path
