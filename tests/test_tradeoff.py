@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from pathlib import Path
@@ -20,6 +21,7 @@ QUICK_SEARCH = ROOT / "experiments" / "msrobnet-quick.yml"
 
 def test_apply_parameters_by_path_and_by_map():
     base = tradeoff.load_search(QUICK_SEARCH)
+    before = copy.deepcopy(base)
     out = tradeoff.apply_parameters(base, {"lam": 0.25, "strategy_args.steps": 7},
                                     {"lam": "settings.evaluation.lam"},
                                     {"strategy_args.num_random": 3, "settings.supernet.epochs": 1})
@@ -28,7 +30,7 @@ def test_apply_parameters_by_path_and_by_map():
     assert out["settings"]["supernet"]["epochs"] == 1
     assert out["settings"]["supernet"]["batch_size"] == base["settings"]["supernet"]["batch_size"]
     # the base is not modified
-    assert base["strategy_args"]["num_random"] == 6 and "lam" not in base["settings"]["evaluation"]
+    assert base == before and base["strategy_args"]["num_random"] != 3 and "lam" not in base["settings"]["evaluation"]
 
 
 @pytest.mark.parametrize("params, mapping, match", [
