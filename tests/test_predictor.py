@@ -17,15 +17,6 @@ LAYOUT = Layout.from_name("stagewise")
 SMALL = {"op_dim": 16, "node_dim": 16, "hidden_dim": 16, "gcn_dims": [16, 16, 16, 8], "mlp_hiddens": [32, 32]}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny graphs: one thread is faster than two on a busy 2-core machine
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def random_archs(n, seed=0, layout=LAYOUT):
     rng = random.Random(seed)
     return [DenseRobArch.random(layout, rng) for _ in range(n)]

@@ -21,14 +21,6 @@ ISO = ("|nor_conv_3x3~0|+|none~0|none~1|+|skip_connect~0|none~1|none~2|",
        "|avg_pool_3x3~0|+|none~0|none~1|+|skip_connect~0|none~1|none~2|")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_nb201_cell_graph():
     g = P.cell_graph("nb201")
     assert (g.num_nodes, g.num_inputs, g.num_edges, len(g.cells)) == (4, 1, 6, 1)

@@ -697,12 +697,7 @@ class PredictorSearch(MultiShotSearch):
         record, reward = best
         out = {"sample": record["sample"], "estimate": reward, "result": record["result"], "evaluation": "task",
                "cell_graph": self.graph.name, "evaluated": len(self._records)}
-        path = self.work_dir / "best_architecture.json"
-        path.write_text(json.dumps(out, indent=2, sort_keys=True))
-        with (self.work_dir / "evaluations.jsonl").open("w") as fh:
-            for r in self._records:
-                fh.write(json.dumps({"sample": r["sample"], "reward": self._reward(r["result"]),
-                                     "result": r["result"]}, sort_keys=True) + "\n")
+        path = self._write_export(out)
         logger.info("Best topology (reward %.4f of %d evaluated) exported to %s", reward, len(self._records), path)
 
     # ------------------------------------------------------------------ state

@@ -346,13 +346,19 @@ class MultiShotSearch(Strategy):
                                       for k in ("reward", "acc_clean", "acc_adv", "mflops")}
                             for w in self.widths},
                "evaluated": len(self._records)}
+        path = self._write_export(out)
+        logger.info("Best topology (estimate %.4f) exported to %s", reward, path)
+
+    def _write_export(self, best: Mapping[str, Any]) -> Path:
+        """Alg. 1 line 26's files: ``best`` as ``best_architecture.json`` and every evaluated topology (sample,
+        reward, result) in ``evaluations.jsonl``; returns the former's path."""
         path = self.work_dir / "best_architecture.json"
-        path.write_text(json.dumps(out, indent=2, sort_keys=True))
+        path.write_text(json.dumps(best, indent=2, sort_keys=True))
         with (self.work_dir / "evaluations.jsonl").open("w") as fh:
             for r in self._records:
                 fh.write(json.dumps({"sample": r["sample"], "reward": self._reward(r["result"]),
                                      "result": r["result"]}, sort_keys=True) + "\n")
-        logger.info("Best topology (estimate %.4f) exported to %s", reward, path)
+        return path
 
     def _stage_final(self) -> None:
         if not self.final:
