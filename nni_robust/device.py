@@ -1,4 +1,4 @@
-"""Device selection and optional bf16 autocast."""
+"""Device selection, batches put on the device, and optional bf16 autocast."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ import logging
 from typing import ContextManager
 
 import torch
+from torch import nn
 
 from .errors import ConfigError
 
-__all__ = ["resolve_device", "autocast_context"]
+__all__ = ["resolve_device", "model_device", "batch_to_device", "autocast_context"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,31 @@ def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
                 f"device {name!r} does not exist: this machine has "
                 f"{torch.cuda.device_count()} CUDA device(s).")
     return device
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Where ``model`` computes: the device of its first parameter (CPU for a model without any)."""
+    param = next(iter(model.parameters()), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+def batch_to_device(x: torch.Tensor, *others: torch.Tensor, device: torch.device | str, seen: int = 0,
+                    max_images: int | None = None) -> tuple[torch.Tensor, ...]:
+    """One batch of images ``x`` (and of ``others``, e.g. the labels) ready for a model on ``device``.
+
+    The batch is cut to the ``max_images - seen`` images still wanted (``max_images=None``: all),
+    moved to ``device`` (non-blocking), and integer images (uint8) become float in ``[0, 1]``.
+
+    Returns:
+        ``(x, *others)``.
+    """
+    if max_images is not None and seen + x.shape[0] > max_images:
+        x, others = x[: max_images - seen], tuple(t[: max_images - seen] for t in others)
+    x = x.to(device, non_blocking=True)
+    others = tuple(t.to(device, non_blocking=True) for t in others)
+    if not x.is_floating_point():
+        x = x.float().div_(255.0)
+    return (x, *others)
 
 
 def autocast_context(device: torch.device | str, enabled: bool) -> ContextManager:

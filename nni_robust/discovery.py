@@ -5,7 +5,8 @@ each keep a small registry that their own modules fill at import time, so
 nothing above them dispatches on names. :class:`Discovery` imports those
 modules once, on the first look-up; a module that fails to import (e.g. a
 missing optional dependency) is recorded and reported, and does not hide the
-others.
+others. A registry exposes the bound methods as its own functions
+(``discover = _DISCOVERY.run``, ``import_errors = _DISCOVERY.errors``).
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ class Discovery:
         self._errors: dict[str, str] = {}
 
     def run(self) -> None:
-        """Import the modules (only the first call does anything)."""
+        """Import every module (or sub-package) of the package once, so that each registers itself
+        (only the first call does anything)."""
         if self._done:
             return
         with self._lock:
@@ -57,7 +59,7 @@ class Discovery:
             self._done = True
 
     def errors(self) -> dict[str, str]:
-        """Modules that failed to import (name -> error), after :meth:`run`."""
+        """Modules that failed to import (name -> error), after :meth:`run`; empty when all registered."""
         self.run()
         return dict(self._errors)
 

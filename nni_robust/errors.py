@@ -6,7 +6,11 @@ and its message names the bad value and what would have been valid.
 
 from __future__ import annotations
 
+import difflib
+from typing import Any, Iterable
+
 __all__ = [
+    "did_you_mean",
     "NniRobustError",
     "ConfigError",
     "DatasetNotFoundError",
@@ -38,3 +42,10 @@ class CheckpointError(NniRobustError, RuntimeError):
 class NonFiniteError(NniRobustError, ArithmeticError):
     """A model produced NaN or infinite outputs (or holds such weights): no accuracy is computed from it."""
 
+
+def did_you_mean(word: Any, candidates: Iterable[str], *, n: int = 1, cutoff: float = 0.6) -> str:
+    """The hint of an error message about an unknown name: ``" Did you mean 'x'?"`` with up to
+    ``n`` close matches of ``str(word)`` among ``candidates`` (:func:`difflib.get_close_matches`),
+    or ``""`` when none is close."""
+    close = difflib.get_close_matches(str(word), list(candidates), n=n, cutoff=cutoff)
+    return f" Did you mean {', '.join(map(repr, close))}?" if close else ""

@@ -16,13 +16,14 @@
 code that talks to NNI needs it.
 """
 
-from typing import Any
-
 from .darts import PRIMITIVES as DARTS_PRIMITIVES
 from .darts import DartsArch, DartsLayout, DartsNetwork, DartsSupernet, build_darts_space, darts_choices
+from .darts import _make_space_class as _darts_space_class
 from .dense_rob import (EDGES, NUM_EDGES, DenseRobArch, DenseRobCell, DenseRobNetwork, Layout,
                         dense_rob_flops, edge_labels)
+from .dense_rob import _make_space_class as _dense_rob_space_class
 from .dsara import DSARA_PRIMITIVES, dsara_layout, dsara_network, dsara_space, dsara_supernet
+from .nni_space import lazy_module_getattr
 from .ops import OPS, PRIMITIVES, build_op, register_op
 from .presets import PRESETS, Preset, build_preset, get_preset, list_presets, register_preset
 
@@ -37,13 +38,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name == "DenseRobSpace":
-        from .dense_rob import _make_space_class
-
-        return _make_space_class()
-    if name == "DartsSpace":
-        from .darts import _make_space_class as _make_darts_space_class
-
-        return _make_darts_space_class()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_module_getattr(__name__, DenseRobSpace=_dense_rob_space_class, DartsSpace=_darts_space_class)

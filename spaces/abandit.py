@@ -69,8 +69,6 @@ genotype the user gives.
 
 from __future__ import annotations
 
-import difflib
-import json
 import logging
 import random as _random
 import re
@@ -81,13 +79,14 @@ import torch
 from torch import nn
 
 from nni_robust.config import check_keys
-from nni_robust.errors import ArchitectureError, ConfigError
-from nni_robust.models import Normalize
+from nni_robust.errors import ArchitectureError, ConfigError, did_you_mean
 
 from . import defense_ops  # noqa: F401  (registers gabor_3x3 and denoising)
-from .darts import AuxiliaryHead, DartsLayout, drop_path
-from .nni_space import lazy_space_class
-from .ops import OPS, ReLUConvBN, build_op
+from ._common import (ArchBase, PathDropout, as_rng, build_from_settings, check_complete, check_labels,
+                      check_network_sizes, check_pair, check_primitives, is_int, json_object)
+from .darts import AuxiliaryHead, DartsLayout, aux_position, drop_path, init_macro_network
+from .nni_space import lazy_module_getattr, lazy_space_class
+from .ops import ReLUConvBN, build_op
 from .registry import SpaceKind, register_space
 
 __all__ = [
@@ -140,23 +139,8 @@ _NODE_LABEL_RE = re.compile(r"^(?P<t>[A-Za-z][A-Za-z0-9_]*)_n(?P<j>[1-4])_(?P<ki
 _EDGE_LABEL_RE = re.compile(r"^(?P<t>[A-Za-z][A-Za-z0-9_]*)_e(?P<i>[0-3])(?P<j>[1-4])$")
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _check_primitives(primitives: Any, error: type[Exception] = ConfigError) -> tuple[str, ...]:
-    if isinstance(primitives, str) or not isinstance(primitives, Sequence) or not primitives:
-        raise error(f"primitives must be a non-empty sequence of op names, but got {primitives!r}.")
-    prims = tuple(primitives)
-    for op in prims:
-        if op == "none" or op not in OPS:
-            close = difflib.get_close_matches(str(op), list(OPS), n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise error(f"Unknown operation {op!r} in primitives.{hint} Valid operations: "
-                        f"{sorted(k for k in OPS if k != 'none')}.")
-    if len(set(prims)) != len(prims):
-        raise error(f"primitives must be distinct, but got {list(prims)}.")
-    return prims
+    return check_primitives(primitives, error, allow_none=False)
 
 
 def _check_cell_types(cell_types: Any, error: type[Exception] = ConfigError) -> tuple[str, ...]:
@@ -185,7 +169,7 @@ def abandit_layout(num_cells: int = 6) -> DartsLayout:
     Raises:
         ConfigError: ``num_cells`` not an int >= 3.
     """
-    if not _is_int(num_cells) or num_cells < 3:
+    if not is_int(num_cells) or num_cells < 3:
         raise ConfigError(f"num_cells must be an int >= 3 (reductions at n//3 and 2n//3), but got {num_cells!r}.")
     r1, r2 = num_cells // 3, 2 * num_cells // 3
     stages = (list(range(0, r1)), list(range(r1 + 1, r2)), list(range(r2 + 1, num_cells)))
@@ -209,7 +193,7 @@ def layout_from_json(value: "str | Mapping[str, Any] | DartsLayout | int") -> Da
     """
     if isinstance(value, DartsLayout):
         return value
-    if _is_int(value):
+    if is_int(value):
         return abandit_layout(value)
     if isinstance(value, str):
         m = re.fullmatch(r"abandit(?:-(\d+))?", value.strip().lower())
@@ -276,18 +260,38 @@ def abandit_choices(cell_types: Sequence[str] = CELL_TYPES, primitives: Sequence
 # --------------------------------------------------------------------------- architecture
 
 
-def _rng(rng: Any) -> Any:
-    if rng is None:
-        return _random.Random()
-    if _is_int(rng):
-        return _random.Random(rng)
-    if hasattr(rng, "choice") and hasattr(rng, "randrange"):
-        return rng
-    raise ConfigError(f"rng must be a random.Random, an int seed or None, but got {rng!r}.")
+def _checked_labels(sample: Mapping[str, Any], cell_types: Sequence[str] | None, primitives: Sequence[str],
+                    form: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The cell types (default: those the labels name) and primitives of a node- or edge-form
+    sample whose labels were checked: none unknown, none missing."""
+    labels = [str(k) for k in sample if not str(k).startswith("__")]
+    if cell_types is None:
+        pattern, example = (_NODE_LABEL_RE, "c0_n1_op") if form == "node" else (_EDGE_LABEL_RE, "c0_e01")
+        found: list[str] = []
+        for label in labels:
+            m = pattern.match(label)
+            if m and m.group("t") not in found:
+                found.append(m.group("t"))
+        if not found:
+            raise ArchitectureError(f"The sample has no {form}-form labels like {example!r}; got {labels[:6]}.")
+        cell_types = found
+    types = _check_cell_types(cell_types, ArchitectureError)
+    prims = _check_primitives(primitives, ArchitectureError)
+    known = abandit_choices(types, prims, form=form)
+    if form == "node":
+        check_labels(labels, known, where=" in the sample", allowed={f"{t}_n1_in" for t in types},
+                     looks_like=f"'{types[0]}_n2_in', '{types[0]}_n2_op' for cell types {list(types)}")
+        check_complete(sample, known, where=" in the sample", expected=f"{len(known)} labels expected")
+    else:
+        check_labels(labels, known, where=" in the edge-form sample",
+                     looks_like=f"'{types[0]}_e01' .. '{types[0]}_e34' for cell types {list(types)}")
+        check_complete(sample, known, where=" in the edge-form sample",
+                       expected=f"{len(known)} expected; give None for an absent edge")
+    return types, prims
 
 
-@dataclass(frozen=True, eq=False)
-class ABanditArch:
+@dataclass(frozen=True, eq=False, repr=False)
+class ABanditArch(ArchBase):
     """One final ABanditNAS architecture: per cell type, one ``(op, input)`` pair per node.
 
     Args:
@@ -320,42 +324,14 @@ class ABanditArch:
             if isinstance(pairs, str) or not isinstance(pairs, Sequence) or len(pairs) != NUM_NODES:
                 raise ArchitectureError(f"cells[{t!r}] must list {NUM_NODES} (op, input) pairs (one per node "
                                         f"B1..B4), but got {pairs!r}.")
-            canon = []
-            for n, (j, pair) in enumerate(zip(_NODES, pairs)):
-                where = f"cells[{t!r}][{n}] (node {j})"
-                if isinstance(pair, str) or not isinstance(pair, Sequence) or len(pair) != 2:
-                    raise ArchitectureError(f"{where}: expected an (op, input) pair, but got {pair!r}.")
-                op, src = pair
-                if op not in prims:
-                    close = difflib.get_close_matches(str(op), list(prims), n=1)
-                    hint = f" Did you mean {close[0]!r}?" if close else ""
-                    raise ArchitectureError(f"{where}: unknown operation {op!r}.{hint} Valid operations: "
-                                            f"{list(prims)}.")
-                if not _is_int(src) or not 0 <= src < j:
-                    raise ArchitectureError(f"{where}: input {src!r} is out of range; node {j} takes an input in "
-                                            f"[0, {j - 1}].")
-                canon.append((str(op), int(src)))
-            cells[t] = tuple(canon)
+            cells[t] = tuple(check_pair(pair, j, prims, f"cells[{t!r}][{n}] (node {j})")
+                             for n, (j, pair) in enumerate(zip(_NODES, pairs)))
         object.__setattr__(self, "cells", cells)
         object.__setattr__(self, "_key", (frozenset(cells.items()), prims))
 
-    # ---- identity
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, ABanditArch):
-            return NotImplemented
-        return self._key == other._key  # type: ignore[attr-defined]
-
-    def __hash__(self) -> int:
-        return hash(self._key)  # type: ignore[attr-defined]
-
-    def __reduce__(self):
-        return (self.__class__, (dict(self.cells), self.primitives))
-
+    # ---- identity (equality, hashing, pickling, repr: ArchBase)
     def __str__(self) -> str:
         return "Genotype(" + ", ".join(f"{t}={[tuple(p) for p in pairs]!r}" for t, pairs in self.cells.items()) + ")"
-
-    def __repr__(self) -> str:
-        return f"ABanditArch({self})"
 
     # ---- access
     @property
@@ -400,30 +376,7 @@ class ABanditArch:
         """
         if not isinstance(sample, Mapping):
             raise ArchitectureError(f"A sample must be a mapping label -> value, but got {sample!r}.")
-        labels = [str(k) for k in sample if not str(k).startswith("__")]
-        if cell_types is None:
-            found = []
-            for label in labels:
-                m = _NODE_LABEL_RE.match(label)
-                if m and m.group("t") not in found:
-                    found.append(m.group("t"))
-            if not found:
-                raise ArchitectureError(f"The sample has no node-form labels like 'c0_n1_op'; got {labels[:6]}.")
-            cell_types = found
-        types = _check_cell_types(cell_types, ArchitectureError)
-        prims = _check_primitives(primitives, ArchitectureError)
-        known = abandit_choices(types, prims, form="node")
-        optional = {f"{t}_n1_in" for t in types}
-        for label in labels:
-            if label not in known and label not in optional:
-                close = difflib.get_close_matches(label, list(known), n=1)
-                hint = f" Did you mean {close[0]!r}?" if close else ""
-                raise ArchitectureError(f"Unknown label {label!r} in the sample.{hint} Labels look like "
-                                        f"'{types[0]}_n2_in', '{types[0]}_n2_op' for cell types {list(types)}.")
-        missing = [label for label in known if label not in sample]
-        if missing:
-            raise ArchitectureError(f"Missing labels {missing[:4]}{' ...' if len(missing) > 4 else ''} in the "
-                                    f"sample ({len(known)} labels expected).")
+        types, prims = _checked_labels(sample, cell_types, primitives, "node")
         cells = {}
         for t in types:
             first = sample.get(f"{t}_n1_in", 0)
@@ -433,7 +386,7 @@ class ABanditArch:
             pairs = []
             for j in _NODES:
                 src = 0 if j == 1 else sample[f"{t}_n{j}_in"]
-                if not _is_int(src) or not 0 <= src < j:
+                if not is_int(src) or not 0 <= src < j:
                     raise ArchitectureError(f"Label {t}_n{j}_in must be an int in [0, {j - 1}], but got {src!r}.")
                 op = sample[f"{t}_n{j}_op"]
                 if op not in prims:
@@ -490,9 +443,17 @@ class ABanditArch:
         return {"space": SPACE_NAME, "primitives": list(self.primitives),
                 "cells": {t: [[op, i] for op, i in pairs] for t, pairs in self.cells.items()}}
 
-    def to_json(self, indent: int | None = None) -> str:
-        """:meth:`to_dict` as a JSON string."""
-        return json.dumps(self.to_dict(), indent=indent)
+    def cell_graphs(self) -> list:
+        """The cell types as :class:`nni_robust.archdraw.CellGraph` (input ``B_{0}``, nodes ``B_{1}..B_{4}``
+        with one kept edge each, output = concat of ``B_{1}..B_{4}``)."""
+        from nni_robust.archdraw import CellGraph
+
+        names = tuple(f"B_{{{j}}}" for j in range(NUM_NODES + 1))
+        note = {t: "reduction" for t in _REDUCE_TYPES}
+        return [CellGraph(t, names[:1], names[1:], tuple((names[i], names[j], op)
+                                                         for j, (op, i) in zip(_NODES, pairs)),
+                          output="out", note=note.get(t, ""))
+                for t, pairs in self.cells.items()]
 
     @classmethod
     def from_json(cls, data: "str | bytes | Mapping[str, Any]") -> "ABanditArch":
@@ -501,13 +462,7 @@ class ABanditArch:
         Raises:
             ArchitectureError: malformed JSON or architecture (the key is named).
         """
-        if isinstance(data, (str, bytes)):
-            try:
-                data = json.loads(data)
-            except json.JSONDecodeError as exc:
-                raise ArchitectureError(f"Architecture JSON does not parse: {exc}.") from exc
-        if not isinstance(data, Mapping):
-            raise ArchitectureError(f"Architecture JSON must be an object, but got {data!r}.")
+        data = json_object(data)
         valid = ("space", "primitives", "cells")
         extra = [key for key in data if key not in valid]
         if extra:
@@ -529,7 +484,7 @@ class ABanditArch:
     def random(cls, cell_types: Sequence[str] = CELL_TYPES, rng: "_random.Random | int | None" = None, *,
                primitives: Sequence[str] = PRIMITIVES) -> "ABanditArch":
         """A uniformly random architecture (per node a uniform input and a uniform op)."""
-        rng = _rng(rng)
+        rng = as_rng(rng, "randrange")
         prims = _check_primitives(primitives)
         types = _check_cell_types(cell_types)
         return cls({t: [(rng.choice(prims), rng.randrange(j)) for j in _NODES] for t in types}, prims)
@@ -540,29 +495,7 @@ def _edge_sample_to_active(sample: Mapping[str, Any], cell_types: Sequence[str] 
     """``{t: 10 ops or None}`` from an edge-form sample; checks labels, ops and that every node has an edge."""
     if not isinstance(sample, Mapping):
         raise ArchitectureError(f"An edge-form sample must be a mapping label -> op, but got {sample!r}.")
-    labels = [str(k) for k in sample if not str(k).startswith("__")]
-    if cell_types is None:
-        found: list[str] = []
-        for label in labels:
-            m = _EDGE_LABEL_RE.match(label)
-            if m and m.group("t") not in found:
-                found.append(m.group("t"))
-        if not found:
-            raise ArchitectureError(f"The sample has no edge-form labels like 'c0_e01'; got {labels[:6]}.")
-        cell_types = found
-    types = _check_cell_types(cell_types, ArchitectureError)
-    prims = _check_primitives(primitives, ArchitectureError)
-    known = abandit_choices(types, prims, form="edge")
-    for label in labels:
-        if label not in known:
-            close = difflib.get_close_matches(label, list(known), n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ArchitectureError(f"Unknown label {label!r} in the edge-form sample.{hint} Labels look like "
-                                    f"'{types[0]}_e01' .. '{types[0]}_e34' for cell types {list(types)}.")
-    missing = [label for label in known if label not in sample]
-    if missing:
-        raise ArchitectureError(f"Missing labels {missing[:4]}{' ...' if len(missing) > 4 else ''} in the "
-                                f"edge-form sample ({len(known)} expected; give None for an absent edge).")
+    types, prims = _checked_labels(sample, cell_types, primitives, "edge")
     active = {}
     for t in types:
         ops: list[str | None] = []
@@ -631,12 +564,6 @@ class ABanditCell(nn.Module):
         return torch.cat(states[1:], dim=1)
 
 
-def _check_sizes(**values: Any) -> None:
-    for name, value in values.items():
-        if not _is_int(value) or value < 1:
-            raise ConfigError(f"{name} must be an int >= 1, but got {value!r}.")
-
-
 def _resolve_layout(num_cells: Any, layout: Any) -> DartsLayout:
     if layout is not None and num_cells is not None:
         lay = layout_from_json(layout)
@@ -658,25 +585,15 @@ class _ABanditBase(nn.Module):
     def _build(self, layout: DartsLayout, *, init_channels: int, num_classes: int, in_channels: int,
                input_size: int, mean: Sequence[float] | None, std: Sequence[float] | None, stem_multiplier: int,
                candidates: Mapping[str, Sequence[Sequence[str]]], affine: bool, auxiliary: bool) -> None:
-        _check_sizes(init_channels=init_channels, num_classes=num_classes, in_channels=in_channels,
-                     input_size=input_size, stem_multiplier=stem_multiplier)
-        if input_size < 2 ** len(layout.reductions):
-            raise ConfigError(f"input_size={input_size} is too small for the {len(layout.reductions)} reductions "
-                              f"of layout {layout.name!r} (needs >= {2 ** len(layout.reductions)}).")
+        check_network_sizes(layout, init_channels=init_channels, num_classes=num_classes, in_channels=in_channels,
+                            input_size=input_size, stem_multiplier=stem_multiplier)
         if not isinstance(auxiliary, bool):
             raise ConfigError(f"auxiliary must be a bool, but got {auxiliary!r}.")
-        self.layout = layout
-        self.cell_types = layout.cell_types
-        self.init_channels = init_channels
-        self.num_classes = num_classes
-        self.input_shape = (in_channels, input_size, input_size)
-        self.normalize = Normalize(mean, std)
-        c_stem = stem_multiplier * init_channels
-        # DARTS stem: conv3x3 (no bias) + BN, affine also in the search network, no ReLU.
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, c_stem, 3, padding=1, bias=False), nn.BatchNorm2d(c_stem))
+        c_stem = init_macro_network(self, layout, init_channels=init_channels, num_classes=num_classes,
+                                    in_channels=in_channels, input_size=input_size, mean=mean, std=std,
+                                    stem_multiplier=stem_multiplier)
         c_prev, size = c_stem, input_size
-        self.aux_position = (layout.reductions[-1] if layout.reductions else 2 * layout.num_cells // 3) \
-            if auxiliary else None
+        self.aux_position = aux_position(layout, auxiliary)
         self.auxiliary_head: nn.Module | None = None
         self.cells = nn.ModuleList()
         for p, c in enumerate(layout.channels(init_channels)):
@@ -819,7 +736,7 @@ class ABanditSupernet(_ABanditBase):
         return self._run(x, self._active, 0.0, with_aux=False)[0]
 
 
-class ABanditNetwork(_ABanditBase):
+class ABanditNetwork(PathDropout, _ABanditBase):
     """The final ABanditNAS network of an :class:`ABanditArch` (only the kept ops are built).
 
     Affine BN throughout; optional DARTS path dropout on every non-identity
@@ -877,16 +794,7 @@ class ABanditNetwork(_ABanditBase):
                     candidates=candidates, affine=True, auxiliary=auxiliary)
         self.drop_path_prob = drop_path_prob
 
-    @property
-    def drop_path_prob(self) -> float:
-        """Path-dropout probability (training mode only)."""
-        return self._drop_path_prob
-
-    @drop_path_prob.setter
-    def drop_path_prob(self, value: float) -> None:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-            raise ConfigError(f"drop_path_prob must lie in [0, 1), but got {value!r}.")
-        self._drop_path_prob = float(value)
+    # drop_path_prob: the checked property of PathDropout
 
     def forward_with_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(logits, auxiliary logits)``; the latter is ``None`` without an auxiliary head or in eval mode."""
@@ -938,12 +846,6 @@ def build_abandit_space(space: Mapping[str, Any], info: Any, init_channels: int,
         ArchitectureError: a malformed ``arch``.
     """
     layout, prims = _space_layout(space)
-    common = dict(layout=layout, init_channels=init_channels, num_classes=info.num_classes,
-                  in_channels=info.channels, input_size=info.size, mean=info.mean, std=info.std)
-    if arch is None:
-        extra = {k: space[k] for k in _SUPERNET_KEYS if k in space}
-        return ABanditSupernet(primitives=prims, **common, **extra)
-    extra = {k: space[k] for k in _NETWORK_KEYS if k in space}
     if isinstance(arch, (Mapping, str, bytes)):
         arch = ABanditArch.from_json(arch)
     if isinstance(arch, ABanditArch):
@@ -951,7 +853,9 @@ def build_abandit_space(space: Mapping[str, Any], info: Any, init_channels: int,
         if bad:
             raise ArchitectureError(f"The architecture uses operations {bad} outside the space's primitives "
                                     f"{list(prims)}.")
-    return ABanditNetwork(arch, **common, **extra)
+    return build_from_settings(space, info, init_channels, arch, layout=layout, primitives=prims,
+                               supernet=ABanditSupernet, supernet_keys=_SUPERNET_KEYS, network=ABanditNetwork,
+                               network_keys=_NETWORK_KEYS, parse_arch=ABanditArch.from_json)
 
 
 def abandit_arch_from_sample(sample: Mapping[str, Any], space: Mapping[str, Any]) -> ABanditArch:
@@ -1052,8 +956,7 @@ def get_abandit_preset(name: str) -> ABanditPreset:
     lowered = {k.lower(): k for k in ABANDIT_PRESETS}
     key = lowered.get(str(name).lower())
     if key is None:
-        close = difflib.get_close_matches(str(name), list(ABANDIT_PRESETS), n=2, cutoff=0.5)
-        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+        hint = did_you_mean(name, ABANDIT_PRESETS, n=2, cutoff=0.5)
         raise ConfigError(f"Unknown ABanditNAS preset {name!r}.{hint} Available: {list(ABANDIT_PRESETS)}.")
     return ABANDIT_PRESETS[key]
 
@@ -1109,12 +1012,7 @@ def _define_space(base: type) -> type:
 
 
 _make_space_class = lazy_space_class(__name__, _define_space)
-
-
-def __getattr__(name: str) -> Any:
-    if name == "ABanditSpace":
-        return _make_space_class()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_module_getattr(__name__, ABanditSpace=_make_space_class)
 
 
 register_space(SpaceKind(

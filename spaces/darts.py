@@ -36,9 +36,7 @@ Main names: :data:`PRIMITIVES`, :class:`DartsLayout`, :class:`DartsArch`,
 from __future__ import annotations
 
 import ast
-import difflib
 import itertools
-import json
 import logging
 import random as _random
 import re
@@ -53,7 +51,10 @@ from nni_robust.config import check_keys
 from nni_robust.errors import ArchitectureError, ConfigError
 from nni_robust.models import Normalize
 
-from .nni_space import lazy_space_class
+from ._common import (EDGES, NUM_EDGES, NUM_INPUT_NODES, NUM_STEPS, ArchBase, LayoutBase, PathDropout, as_rng,
+                      build_from_settings, check_complete, check_labels, check_network_sizes, check_pair,
+                      check_primitives, is_int, json_object)
+from .nni_space import lazy_module_getattr, lazy_space_class
 from .ops import OPS, FactorizedReduce, ReLUConvBN, build_op
 from .registry import SpaceKind, register_space
 
@@ -88,22 +89,14 @@ logger = logging.getLogger(__name__)
 #: identity, 3x3 and 5x5 separable convs, 3x3 and 5x5 dilated separable convs).
 PRIMITIVES: tuple[str, ...] = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3",
                                "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")
-NUM_INPUT_NODES = 2
-NUM_STEPS = 4
-#: ``(j, i)`` = (to-node, from-node) of the 14 edges, in the canonical order.
-EDGES: tuple[tuple[int, int], ...] = tuple(
-    (j, i) for j in range(NUM_INPUT_NODES, NUM_INPUT_NODES + NUM_STEPS) for i in range(j))
-NUM_EDGES = len(EDGES)  # 14
+# NUM_INPUT_NODES, NUM_STEPS, EDGES ((j, i) = (to-node, from-node) of the 14 edges, in the canonical
+# order) and NUM_EDGES come from ._common: the dense robust cell has the same 14 edges.
 _NODES = tuple(range(NUM_INPUT_NODES, NUM_INPUT_NODES + NUM_STEPS))
 _NODE_START = {j: sum(range(NUM_INPUT_NODES, j)) for j in _NODES}  # first edge index of node j
 _TYPE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 
 # --------------------------------------------------------------------------- validation helpers
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _check_cell_type(name: Any, where: str, error: type[Exception] = ConfigError) -> str:
@@ -114,42 +107,20 @@ def _check_cell_type(name: Any, where: str, error: type[Exception] = ConfigError
 
 
 def _check_primitives(primitives: Any, error: type[Exception] = ConfigError) -> tuple[str, ...]:
-    if isinstance(primitives, str) or not isinstance(primitives, Sequence) or not primitives:
-        raise error(f"primitives must be a non-empty sequence of op names, but got {primitives!r}.")
-    prims = tuple(primitives)
-    for op in prims:
-        if op not in OPS:
-            close = difflib.get_close_matches(str(op), list(OPS), n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise error(f"Unknown operation {op!r} in primitives.{hint} Registered operations: {sorted(OPS)}.")
-    if len(set(prims)) != len(prims):
-        raise error(f"primitives must be distinct, but got {list(prims)}.")
-    if all(op == "none" for op in prims):
-        raise error(f"primitives need at least one operation besides 'none', but got {list(prims)}.")
-    return prims
+    return check_primitives(primitives, error, allow_none=True)
 
 
 def _check_inputs_per_node(k: Any, error: type[Exception] = ConfigError) -> int:
-    if not _is_int(k) or not 1 <= k <= NUM_INPUT_NODES:
+    if not is_int(k) or not 1 <= k <= NUM_INPUT_NODES:
         raise error(f"inputs_per_node must be 1 or 2 (DARTS: 2), but got {k!r}.")
     return k
-
-
-def _rng(rng: Any) -> Any:
-    if rng is None:
-        return _random.Random()
-    if _is_int(rng):
-        return _random.Random(rng)
-    if hasattr(rng, "choice") and hasattr(rng, "sample"):
-        return rng
-    raise ConfigError(f"rng must be a random.Random, an int seed or None, but got {rng!r}.")
 
 
 # --------------------------------------------------------------------------- layout
 
 
 @dataclass(frozen=True)
-class DartsLayout:
+class DartsLayout(LayoutBase):
     """Which cell type each position uses, which positions reduce, and their widths.
 
     Args:
@@ -186,10 +157,10 @@ class DartsLayout:
             _check_cell_type(t, f"DartsLayout {self.name!r}")
         n = len(self.cells)
         red = self.reductions
-        if any(not _is_int(r) for r in red) or list(red) != sorted(set(red)) or any(not 0 <= r < n for r in red):
+        if any(not is_int(r) for r in red) or list(red) != sorted(set(red)) or any(not 0 <= r < n for r in red):
             raise ConfigError(f"DartsLayout {self.name!r}: reductions must be increasing distinct positions in "
                               f"[0, {n - 1}], but got {list(red)}.")
-        if len(self.multipliers) != n or any(not _is_int(m) or m < 1 for m in self.multipliers):
+        if len(self.multipliers) != n or any(not is_int(m) or m < 1 for m in self.multipliers):
             raise ConfigError(f"DartsLayout {self.name!r}: multipliers must be {n} positive ints (one per "
                               f"cell), but got {list(self.multipliers)}.")
         for t in self.cell_types:
@@ -198,12 +169,7 @@ class DartsLayout:
                 raise ConfigError(f"DartsLayout {self.name!r}: cell type {t!r} is used both at reduction and at "
                                   f"normal positions; a cell type is one or the other.")
 
-    # ---- properties
-    @property
-    def num_cells(self) -> int:
-        """Number of cells."""
-        return len(self.cells)
-
+    # ---- properties (num_cells, is_reduction, to_json_value, str: LayoutBase)
     @property
     def cell_types(self) -> tuple[str, ...]:
         """Distinct cell types in order of first appearance."""
@@ -218,10 +184,6 @@ class DartsLayout:
     def reduction_types(self) -> tuple[str, ...]:
         """The cell types of the reduction positions (distinct, in order)."""
         return tuple(dict.fromkeys(self.cells[p] for p in self.reductions))
-
-    def is_reduction(self, position: int) -> bool:
-        """Whether the cell at ``position`` reduces."""
-        return position in self.reductions
 
     def channels(self, init_channels: int) -> tuple[int, ...]:
         """``C_cell`` of every position for initial channels ``init_channels``."""
@@ -265,13 +227,13 @@ class DartsLayout:
         Raises:
             ConfigError: bad arguments.
         """
-        if not _is_int(num_cells) or num_cells < 3:
+        if not is_int(num_cells) or num_cells < 3:
             raise ConfigError(f"num_cells must be an int >= 3 (two reductions at n//3 and 2n//3), but got "
                               f"{num_cells!r}.")
         if isinstance(placement, str) or not isinstance(placement, Sequence) or len(placement) != 3:
             raise ConfigError(f"placement must give the cell type of each of the 3 stages, but got {placement!r}.")
         if isinstance(filters, str) or not isinstance(filters, Sequence) or len(filters) != 3 or \
-                any(not _is_int(f) or f < 1 for f in filters):
+                any(not is_int(f) or f < 1 for f in filters):
             raise ConfigError(f"filters must be 3 positive ints (the channel multiplier of each stage), but got "
                               f"{filters!r}.")
         for t in placement:
@@ -314,16 +276,6 @@ class DartsLayout:
         raise ConfigError(f"Unknown DARTS layout name {name!r}; valid names: 'darts', 'darts-N', or pass a "
                           f"layout dict {{'cells', 'reductions', 'multipliers'}}.")
 
-    def to_json_value(self) -> str | dict[str, Any]:
-        """The name when :meth:`from_name` rebuilds the layout, else an explicit dict."""
-        try:
-            if DartsLayout.from_name(self.name) == self:
-                return self.name
-        except ConfigError:
-            pass
-        return {"name": self.name, "cells": list(self.cells), "reductions": list(self.reductions),
-                "multipliers": list(self.multipliers)}
-
     @classmethod
     def from_json_value(cls, value: "str | Mapping[str, Any] | DartsLayout") -> "DartsLayout":
         """Inverse of :meth:`to_json_value`.
@@ -340,9 +292,6 @@ class DartsLayout:
                 raise ConfigError(f"A DARTS layout dict needs keys {missing} too; got {sorted(value)}.")
             return cls(str(value.get("name", "custom")), value["cells"], value["reductions"], value["multipliers"])
         raise ConfigError(f"A DARTS layout must be a DartsLayout, a name or a dict, but got {value!r}.")
-
-    def __str__(self) -> str:
-        return self.name
 
 
 # --------------------------------------------------------------------------- architecture
@@ -372,8 +321,8 @@ def darts_choices(cell_types: Sequence[str], primitives: Sequence[str] = PRIMITI
     return out
 
 
-@dataclass(frozen=True, eq=False)
-class DartsArch:
+@dataclass(frozen=True, eq=False, repr=False)
+class DartsArch(ArchBase):
     """One discrete DARTS architecture (a genotype): per cell type, ``inputs_per_node``
     ``(op, input)`` pairs per intermediate node.
 
@@ -409,6 +358,8 @@ class DartsArch:
             raise ArchitectureError(f"cells must be a non-empty mapping cell type -> {4 * k} (op, input) pairs, "
                                     f"but got {self.cells!r}.")
         valid_ops = [op for op in prims if op != "none"]
+        none_error = (f"'none' cannot be chosen in a discrete DARTS cell (it is excluded at derivation); valid "
+                      f"operations: {valid_ops}.")
         cells: dict[str, tuple[tuple[str, int], ...]] = {}
         for t, pairs in self.cells.items():
             _check_cell_type(t, "DartsArch", ArchitectureError)
@@ -419,22 +370,8 @@ class DartsArch:
             for n, j in enumerate(_NODES):
                 node = []
                 for m, pair in enumerate(pairs[n * k:(n + 1) * k]):
-                    where = f"cell {t!r}, node {j}, pair {m}"
-                    if isinstance(pair, str) or not isinstance(pair, Sequence) or len(pair) != 2:
-                        raise ArchitectureError(f"{where}: expected an (op, input) pair, but got {pair!r}.")
-                    op, src = pair
-                    if op == "none":
-                        raise ArchitectureError(f"{where}: 'none' cannot be chosen in a discrete DARTS cell "
-                                                f"(it is excluded at derivation); valid operations: {valid_ops}.")
-                    if op not in valid_ops:
-                        close = difflib.get_close_matches(str(op), valid_ops, n=1)
-                        hint = f" Did you mean {close[0]!r}?" if close else ""
-                        raise ArchitectureError(f"{where}: unknown operation {op!r}.{hint} Valid operations: "
-                                                f"{valid_ops}.")
-                    if not _is_int(src) or not 0 <= src < j:
-                        raise ArchitectureError(f"{where}: input {src!r} is out of range; node {j} takes inputs "
-                                                f"in [0, {j - 1}].")
-                    node.append((str(op), int(src)))
+                    node.append(check_pair(pair, j, valid_ops, f"cell {t!r}, node {j}, pair {m}", takes="inputs",
+                                           none_error=none_error))
                 srcs = [s for _, s in node]
                 if len(set(srcs)) != len(srcs):
                     raise ArchitectureError(f"cell {t!r}, node {j}: the inputs {srcs} repeat; a node's "
@@ -444,23 +381,9 @@ class DartsArch:
         object.__setattr__(self, "cells", cells)
         object.__setattr__(self, "_key", (frozenset(cells.items()), prims, k))
 
-    # ---- identity
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, DartsArch):
-            return NotImplemented
-        return self._key == other._key  # type: ignore[attr-defined]
-
-    def __hash__(self) -> int:
-        return hash(self._key)  # type: ignore[attr-defined]
-
-    def __reduce__(self):
-        return (self.__class__, (dict(self.cells), self.primitives, self.inputs_per_node))
-
+    # ---- identity (equality, hashing, pickling, repr: ArchBase)
     def __str__(self) -> str:
         return self.to_darts_genotype()
-
-    def __repr__(self) -> str:
-        return f"DartsArch({self.to_darts_genotype()})"
 
     # ---- access
     @property
@@ -509,17 +432,10 @@ class DartsArch:
             known = darts_choices(cell_types, primitives, k)
         except ConfigError as exc:
             raise ArchitectureError(str(exc)) from exc
-        for label in sample:
-            if label not in known and not str(label).startswith("__"):
-                close = difflib.get_close_matches(str(label), list(known), n=1)
-                hint = f" Did you mean {close[0]!r}?" if close else ""
-                raise ArchitectureError(f"Unknown label {label!r}.{hint} Labels look like "
-                                        f"'{cell_types[0]}_n2_inputs', '{cell_types[0]}_n2_op0' for cell types "
-                                        f"{list(cell_types)}.")
-        missing = [label for label in known if label not in sample]
-        if missing:
-            raise ArchitectureError(f"Missing labels {missing[:4]}{' ...' if len(missing) > 4 else ''} in the "
-                                    f"sample ({len(known)} labels expected).")
+        check_labels([label for label in sample if not str(label).startswith("__")], known, where="",
+                     looks_like=f"'{cell_types[0]}_n2_inputs', '{cell_types[0]}_n2_op0' for cell types "
+                                f"{list(cell_types)}")
+        check_complete(sample, known, where=" in the sample", expected=f"{len(known)} labels expected")
         cells = {}
         for t in cell_types:
             pairs = []
@@ -540,9 +456,16 @@ class DartsArch:
         return {"space": "darts", "primitives": list(self.primitives), "inputs_per_node": self.inputs_per_node,
                 "cells": {t: [[op, i] for op, i in pairs] for t, pairs in self.cells.items()}}
 
-    def to_json(self, indent: int | None = None) -> str:
-        """:meth:`to_dict` as a JSON string."""
-        return json.dumps(self.to_dict(), indent=indent)
+    def cell_graphs(self) -> list:
+        """The cell types as :class:`nni_robust.archdraw.CellGraph` (DARTS's picture: inputs ``c_{k-2}``,
+        ``c_{k-1}``, nodes ``0..3``, output ``c_{k}`` = concat)."""
+        from nni_robust.archdraw import CellGraph
+
+        names = ("c_{k-2}", "c_{k-1}", "0", "1", "2", "3")
+        return [CellGraph(t, names[:2], names[2:],
+                          tuple((names[i], names[j], op) for j, node in zip(_NODES, self.node_pairs(t))
+                                for op, i in node))
+                for t in self.cells]
 
     @classmethod
     def from_json(cls, data: "str | bytes | Mapping[str, Any]") -> "DartsArch":
@@ -551,13 +474,7 @@ class DartsArch:
         Raises:
             ArchitectureError: malformed JSON or architecture.
         """
-        if isinstance(data, (str, bytes)):
-            try:
-                data = json.loads(data)
-            except json.JSONDecodeError as exc:
-                raise ArchitectureError(f"Architecture JSON does not parse: {exc}.") from exc
-        if not isinstance(data, Mapping):
-            raise ArchitectureError(f"Architecture JSON must be an object, but got {data!r}.")
+        data = json_object(data)
         valid_keys = ("space", "primitives", "inputs_per_node", "cells")
         extra = [key for key in data if key not in valid_keys]
         if extra:
@@ -607,7 +524,7 @@ class DartsArch:
                 if value.startswith("range"):
                     args = _literal(value[len("range"):])
                     args = args if isinstance(args, tuple) else (args,)
-                    got = list(range(*args)) if all(_is_int(a) for a in args) else None
+                    got = list(range(*args)) if all(is_int(a) for a in args) else None
                 else:
                     got = _literal(value)
                 if got != want:
@@ -640,7 +557,7 @@ class DartsArch:
             primitives: The op vocabulary.
             inputs_per_node: Inputs per intermediate node (DARTS: 2).
         """
-        rng = _rng(rng)
+        rng = as_rng(rng, "sample")
         k = _check_inputs_per_node(inputs_per_node)
         prims = _check_primitives(primitives)
         ops = [op for op in prims if op != "none"]
@@ -659,9 +576,9 @@ def _parse_inputs(value: Any, label: str) -> list[int]:
             return [int(v) for v in value.split(",")]
         except ValueError:
             raise ArchitectureError(f"Label {label} must be a value like '0,1', but got {value!r}.") from None
-    if _is_int(value):
+    if is_int(value):
         return [value]
-    if isinstance(value, Sequence) and all(_is_int(v) for v in value):
+    if isinstance(value, Sequence) and all(is_int(v) for v in value):
         return list(value)
     raise ArchitectureError(f"Label {label} must be a value like '0,1', but got {value!r}.")
 
@@ -679,14 +596,8 @@ def _literal(text: str) -> Any:
 def _check_network_args(layout: Any, init_channels: Any, num_classes: Any, in_channels: Any, input_size: Any,
                         stem_multiplier: Any) -> DartsLayout:
     layout = DartsLayout.from_json_value(layout)
-    for name, value in (("init_channels", init_channels), ("num_classes", num_classes),
-                        ("in_channels", in_channels), ("input_size", input_size),
-                        ("stem_multiplier", stem_multiplier)):
-        if not _is_int(value) or value < 1:
-            raise ConfigError(f"{name} must be an int >= 1, but got {value!r}.")
-    if input_size < 2 ** len(layout.reductions):
-        raise ConfigError(f"input_size={input_size} is too small for the {len(layout.reductions)} reductions of "
-                          f"layout {layout.name!r} (needs >= {2 ** len(layout.reductions)}).")
+    check_network_sizes(layout, init_channels=init_channels, num_classes=num_classes, in_channels=in_channels,
+                        input_size=input_size, stem_multiplier=stem_multiplier)
     channels = layout.channels(init_channels)
     for p in range(layout.num_cells):
         if (layout.is_reduction(p) or layout.is_reduction(p - 1)) and channels[p] % 2:
@@ -696,9 +607,22 @@ def _check_network_args(layout: Any, init_channels: Any, num_classes: Any, in_ch
     return layout
 
 
-def _stem(in_channels: int, c_stem: int) -> nn.Sequential:
-    # DARTS: conv3x3 (no bias) + BN (affine), no ReLU.
-    return nn.Sequential(nn.Conv2d(in_channels, c_stem, 3, padding=1, bias=False), nn.BatchNorm2d(c_stem))
+def init_macro_network(net: nn.Module, layout: DartsLayout, *, init_channels: int, num_classes: int,
+                       in_channels: int, input_size: int, mean: Sequence[float] | None, std: Sequence[float] | None,
+                       stem_multiplier: int) -> int:
+    """Give ``net`` what every network of the DARTS macro structure has: the attributes ``layout``,
+    ``cell_types``, ``init_channels``, ``num_classes``, ``input_shape``, then the modules ``normalize``
+    and ``stem`` (DARTS: conv3x3 without bias to ``stem_multiplier * init_channels`` + BN, affine also
+    in the search network, no ReLU). Returns the stem's channels."""
+    net.layout = layout
+    net.cell_types = layout.cell_types
+    net.init_channels = init_channels
+    net.num_classes = num_classes
+    net.input_shape = (in_channels, input_size, input_size)
+    net.normalize = Normalize(mean, std)
+    c_stem = stem_multiplier * init_channels
+    net.stem = nn.Sequential(nn.Conv2d(in_channels, c_stem, 3, padding=1, bias=False), nn.BatchNorm2d(c_stem))
+    return c_stem
 
 
 def _preprocess(c_pp: int, c_p: int, c: int, reduction_prev: bool, affine: bool) -> tuple[nn.Module, nn.Module]:
@@ -830,15 +754,9 @@ class DartsSupernet(nn.Module):
         super().__init__()
         layout = _check_network_args(layout, init_channels, num_classes, in_channels, input_size, stem_multiplier)
         self.primitives = _check_primitives(primitives)
-        self.layout = layout
-        self.cell_types = layout.cell_types
-        self.init_channels = init_channels
-        self.num_classes = num_classes
-        self.input_shape = (in_channels, input_size, input_size)
-
-        self.normalize = Normalize(mean, std)
-        c_stem = stem_multiplier * init_channels
-        self.stem = _stem(in_channels, c_stem)
+        c_stem = init_macro_network(self, layout, init_channels=init_channels, num_classes=num_classes,
+                                    in_channels=in_channels, input_size=input_size, mean=mean, std=std,
+                                    stem_multiplier=stem_multiplier)
         c_pp, c_p = c_stem, c_stem
         self.cells = nn.ModuleList()
         for p, c in enumerate(layout.channels(init_channels)):
@@ -1019,7 +937,15 @@ class AuxiliaryHead(nn.Module):
         return self.classifier(self.features(x).mean(dim=(2, 3)))
 
 
-class DartsNetwork(nn.Module):
+def aux_position(layout: DartsLayout, auxiliary: bool) -> int | None:
+    """The position after which an evaluation network with ``auxiliary`` has its auxiliary head:
+    the last reduction cell (DARTS: ``2 n // 3``), ``None`` without the head."""
+    if not auxiliary:
+        return None
+    return layout.reductions[-1] if layout.reductions else 2 * layout.num_cells // 3
+
+
+class DartsNetwork(PathDropout, nn.Module):
     """The discrete network of a :class:`DartsArch` on a :class:`DartsLayout` (DARTS Sec. 3.2).
 
     ``Normalize`` -> stem conv3x3 + BN -> :class:`DartsCell` per position
@@ -1072,19 +998,13 @@ class DartsNetwork(nn.Module):
         if not isinstance(auxiliary, bool):
             raise ConfigError(f"auxiliary must be a bool, but got {auxiliary!r}.")
         self.arch = arch
-        self.layout = layout
-        self.init_channels = init_channels
-        self.num_classes = num_classes
-        self.input_shape = (in_channels, input_size, input_size)
         self.drop_path_prob = drop_path_prob
-
-        self.normalize = Normalize(mean, std)
-        c_stem = stem_multiplier * init_channels
-        self.stem = _stem(in_channels, c_stem)
+        c_stem = init_macro_network(self, layout, init_channels=init_channels, num_classes=num_classes,
+                                    in_channels=in_channels, input_size=input_size, mean=mean, std=std,
+                                    stem_multiplier=stem_multiplier)
         c_pp, c_p = c_stem, c_stem
         size = input_size
-        self.aux_position = (layout.reductions[-1] if layout.reductions else 2 * layout.num_cells // 3) \
-            if auxiliary else None
+        self.aux_position = aux_position(layout, auxiliary)
         self.auxiliary_head: nn.Module | None = None
         self.cells = nn.ModuleList()
         for p, c in enumerate(layout.channels(init_channels)):
@@ -1098,16 +1018,7 @@ class DartsNetwork(nn.Module):
                 self.auxiliary_head = AuxiliaryHead(c_p, num_classes, size)
         self.classifier = nn.Linear(c_p, num_classes)
 
-    @property
-    def drop_path_prob(self) -> float:
-        """Path-dropout probability (training mode only)."""
-        return self._drop_path_prob
-
-    @drop_path_prob.setter
-    def drop_path_prob(self, value: float) -> None:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-            raise ConfigError(f"drop_path_prob must lie in [0, 1), but got {value!r}.")
-        self._drop_path_prob = float(value)
+    # drop_path_prob: the checked property of PathDropout
 
     def forward_with_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(logits, auxiliary logits)``; the latter is ``None`` without an auxiliary
@@ -1211,15 +1122,9 @@ def build_darts_space(space: Mapping[str, Any], info: Any, init_channels: int,
         ArchitectureError: a malformed ``arch``.
     """
     layout, prims = space_layout(space)
-    common = dict(layout=layout, init_channels=init_channels, num_classes=info.num_classes,
-                  in_channels=info.channels, input_size=info.size, mean=info.mean, std=info.std)
-    if arch is None:
-        extra = {k: space[k] for k in _SUPERNET_KEYS if k in space}
-        return DartsSupernet(primitives=prims, **common, **extra)
-    extra = {k: space[k] for k in _NETWORK_KEYS if k in space}
-    if isinstance(arch, (Mapping, str, bytes)):
-        arch = DartsArch.from_json(arch)
-    return DartsNetwork(arch, **common, **extra)
+    return build_from_settings(space, info, init_channels, arch, layout=layout, primitives=prims,
+                               supernet=DartsSupernet, supernet_keys=_SUPERNET_KEYS, network=DartsNetwork,
+                               network_keys=_NETWORK_KEYS, parse_arch=DartsArch.from_json)
 
 
 # --------------------------------------------------------------------------- NNI model space
@@ -1279,12 +1184,7 @@ def _define_space(base: type) -> type:
 
 
 _make_space_class = lazy_space_class(__name__, _define_space)
-
-
-def __getattr__(name: str) -> Any:
-    if name == "DartsSpace":
-        return _make_space_class()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_module_getattr(__name__, DartsSpace=_make_space_class)
 
 
 def arch_from_sample(sample: Mapping[str, Any], space: Mapping[str, Any]) -> DartsArch:

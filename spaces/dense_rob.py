@@ -33,8 +33,6 @@ Main names:
 
 from __future__ import annotations
 
-import difflib
-import json
 import logging
 import random as _random
 import re
@@ -45,10 +43,12 @@ import torch
 from torch import nn
 
 from nni_robust.config import check_choice
-from nni_robust.errors import ArchitectureError, ConfigError
+from nni_robust.errors import ArchitectureError, ConfigError, did_you_mean
 from nni_robust.models import Normalize
 
-from .nni_space import lazy_space_class
+from ._common import (EDGES, NUM_EDGES, NUM_INPUT_NODES, NUM_STEPS, ArchBase, LayoutBase, as_rng, check_labels,
+                      json_object)
+from .nni_space import lazy_module_getattr, lazy_space_class
 from .ops import PRIMITIVES, FactorizedReduce, ReLUConvBN, build_op
 from .registry import SpaceKind, register_space
 
@@ -70,12 +70,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-NUM_INPUT_NODES = 2
-NUM_STEPS = 4
-#: ``(j, i)`` = (to-node, from-node) of the 14 edges, in the canonical order.
-EDGES: tuple[tuple[int, int], ...] = tuple(
-    (j, i) for j in range(NUM_INPUT_NODES, NUM_INPUT_NODES + NUM_STEPS) for i in range(j))
-NUM_EDGES = len(EDGES)  # 14
+# NUM_INPUT_NODES, NUM_STEPS, EDGES ((j, i) = (to-node, from-node) of the 14 edges, in the canonical
+# order) and NUM_EDGES come from ._common: the DARTS cell has the same 14 edges.
 
 #: Accepted alternative spellings of the primitives (aw_nas and RobNet names).
 OP_ALIASES: dict[str, str] = {
@@ -108,8 +104,7 @@ def _canonical_op(op: Any, where: str) -> str:
             return op
         if op in OP_ALIASES:
             return OP_ALIASES[op]
-    close = difflib.get_close_matches(str(op), list(PRIMITIVES) + list(OP_ALIASES), n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
+    hint = did_you_mean(op, list(PRIMITIVES) + list(OP_ALIASES))
     raise ArchitectureError(f"Unknown operation {op!r} at {where}.{hint} Valid operations: {list(PRIMITIVES)}.")
 
 
@@ -117,7 +112,7 @@ def _canonical_op(op: Any, where: str) -> str:
 
 
 @dataclass(frozen=True)
-class Layout:
+class Layout(LayoutBase):
     """Which cell topology each cell position uses, and which positions reduce.
 
     Args:
@@ -149,20 +144,11 @@ class Layout:
             raise ConfigError(f"Layout {self.name!r}: reductions must be increasing distinct positions in "
                               f"[0, {n - 1}], but got {list(self.reductions)}.")
 
-    # ---- properties
-    @property
-    def num_cells(self) -> int:
-        """Number of cells."""
-        return len(self.cells)
-
+    # ---- properties (num_cells, is_reduction, to_json_value, str: LayoutBase)
     @property
     def topologies(self) -> tuple[str, ...]:
         """Distinct topology names in order of first appearance."""
         return tuple(dict.fromkeys(self.cells))
-
-    def is_reduction(self, position: int) -> bool:
-        """Whether cell ``position`` is a reduction cell."""
-        return position in self.reductions
 
     def labels(self) -> tuple[str, ...]:
         """All edge labels of the layout (14 per topology, topologies in order)."""
@@ -239,18 +225,8 @@ class Layout:
             return cls.robnet(int(m.group(2)) if m.group(2) else 20, shared=m.group(1) != "free")
         valid = ["cellwise", "cellwise-N", "cellwise-N-rA.B", "stagewise", "stagewise-K",
                  "robnet-shared", "robnet-shared-N", "robnet-free", "robnet-free-N"]
-        close = difflib.get_close_matches(text, ["cellwise", "stagewise", "robnet-shared", "robnet-free"], n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
+        hint = did_you_mean(text, ["cellwise", "stagewise", "robnet-shared", "robnet-free"])
         raise ConfigError(f"Unknown layout {name!r}.{hint} Valid layouts: {', '.join(valid)}.")
-
-    def to_json_value(self) -> str | dict[str, Any]:
-        """The layout's name when :meth:`from_name` rebuilds it, else an explicit dict."""
-        try:
-            if Layout.from_name(self.name) == self:
-                return self.name
-        except ConfigError:
-            pass
-        return {"name": self.name, "cells": list(self.cells), "reductions": list(self.reductions)}
 
     @classmethod
     def from_json_value(cls, value: "str | Mapping[str, Any] | Layout") -> "Layout":
@@ -264,9 +240,6 @@ class Layout:
                                   f"but got keys {sorted(value)}.")
             return cls(str(value.get("name", "custom")), tuple(value["cells"]), tuple(value.get("reductions", ())))
         raise ConfigError(f"A layout must be a name or a dict, but got {value!r}.")
-
-    def __str__(self) -> str:
-        return self.name
 
 
 def _check_num_cells(n: Any, what: str = "num_cells") -> None:
@@ -290,8 +263,8 @@ def _infer_layout(topologies: Iterable[str]) -> Layout:
 # --------------------------------------------------------------------------- architecture
 
 
-@dataclass(frozen=True, eq=False)
-class DenseRobArch:
+@dataclass(frozen=True, eq=False, repr=False)
+class DenseRobArch(ArchBase):
     """One architecture of the dense robust cell space.
 
     Args:
@@ -346,18 +319,7 @@ class DenseRobArch:
         object.__setattr__(self, "cells", cells)
         object.__setattr__(self, "_key", (layout, tuple(cells[t] for t in valid)))
 
-    # ---- identity
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, DenseRobArch):
-            return NotImplemented
-        return self._key == other._key  # type: ignore[attr-defined]
-
-    def __hash__(self) -> int:
-        return hash(self._key)  # type: ignore[attr-defined]
-
-    def __reduce__(self):
-        return (self.__class__, (dict(self.cells), self.layout))
-
+    # ---- identity (equality, hashing, pickling, repr: ArchBase)
     def __str__(self) -> str:
         parts = []
         for topo, ops in self.cells.items():
@@ -367,9 +329,6 @@ class DenseRobArch:
                 e += j
             parts.append(f"{topo}:{'|'.join(nodes)}")
         return f"{self.layout.name}[{' '.join(parts)}]"
-
-    def __repr__(self) -> str:
-        return f"DenseRobArch({self})"
 
     # ---- per-cell access
     def cell_ops(self, position: int) -> tuple[str, ...]:
@@ -412,13 +371,9 @@ class DenseRobArch:
         if not isinstance(sample, Mapping):
             raise ArchitectureError(f"A sample must be a mapping label -> op, but got {sample!r}.")
         known = set(layout.labels())
-        for label in sample:
-            if label not in known and not str(label).startswith("__"):
-                close = difflib.get_close_matches(str(label), sorted(known), n=1)
-                hint = f" Did you mean {close[0]!r}?" if close else ""
-                raise ArchitectureError(f"Unknown label {label!r} for layout {layout.name!r}.{hint} "
-                                        f"Labels look like {layout.topologies[0]}_e20 .. _e54 for topologies "
-                                        f"{list(layout.topologies)}.")
+        check_labels([label for label in sample if not str(label).startswith("__")], known,
+                     where=f" for layout {layout.name!r}",
+                     looks_like=f"{layout.topologies[0]}_e20 .. _e54 for topologies {list(layout.topologies)}")
         cells = {}
         for topo in layout.topologies:
             ops = []
@@ -443,9 +398,20 @@ class DenseRobArch:
             cells[topo] = nodes
         return {"space": "dense_rob", "layout": self.layout.to_json_value(), "cells": cells}
 
-    def to_json(self, indent: int | None = None) -> str:
-        """:meth:`to_dict` as a JSON string."""
-        return json.dumps(self.to_dict(), indent=indent)
+    def cell_graphs(self) -> list:
+        """The topologies as :class:`nni_robust.archdraw.CellGraph` (inputs ``c_{k-2}``, ``c_{k-1}``, nodes
+        ``0..3``, ``none`` edges left out, output ``c_{k}`` = concat), noting where each is used."""
+        from nni_robust.archdraw import CellGraph
+
+        names = ("c_{k-2}", "c_{k-1}", "0", "1", "2", "3")
+        out = []
+        for topo, ops in self.cells.items():
+            where = [p for p, t in enumerate(self.layout.cells) if t == topo]
+            kind = "reduction" if all(self.layout.is_reduction(p) for p in where) else "normal"
+            note = f"{kind}; cell{'s' if len(where) > 1 else ''} {', '.join(map(str, where))}"
+            edges = tuple((names[i], names[j], op) for op, (j, i) in zip(ops, EDGES) if op != "none")
+            out.append(CellGraph(topo, names[:2], names[2:], edges, note=note))
+        return out
 
     @classmethod
     def from_json(cls, data: "str | Mapping[str, Any]") -> "DenseRobArch":
@@ -456,13 +422,7 @@ class DenseRobArch:
         Raises:
             ArchitectureError: malformed JSON or architecture.
         """
-        if isinstance(data, (str, bytes)):
-            try:
-                data = json.loads(data)
-            except json.JSONDecodeError as exc:
-                raise ArchitectureError(f"Architecture JSON does not parse: {exc}.") from exc
-        if not isinstance(data, Mapping):
-            raise ArchitectureError(f"Architecture JSON must be an object, but got {data!r}.")
+        data = json_object(data)
         extra = set(data) - {"space", "layout", "cells"}
         if extra:
             raise ArchitectureError(f"Unknown keys {sorted(extra)} in the architecture JSON; valid keys: "
@@ -635,7 +595,7 @@ class DenseRobArch:
                 ``None`` for a fresh unseeded generator.
         """
         layout = _layout_arg(layout)
-        rng = _rng(rng)
+        rng = as_rng(rng, "sample")
         return cls({t: tuple(rng.choice(PRIMITIVES) for _ in range(NUM_EDGES)) for t in layout.topologies},
                    layout)
 
@@ -649,7 +609,7 @@ class DenseRobArch:
         total = NUM_EDGES * len(self.cells)
         if isinstance(num_edges, bool) or not isinstance(num_edges, int) or not 1 <= num_edges <= total:
             raise ConfigError(f"num_edges must be an int in [1, {total}], but got {num_edges!r}.")
-        rng = _rng(rng)
+        rng = as_rng(rng, "sample")
         cells = {t: list(ops) for t, ops in self.cells.items()}
         slots = [(t, e) for t in cells for e in range(NUM_EDGES)]
         for t, e in rng.sample(slots, num_edges):
@@ -677,16 +637,6 @@ def _layout_arg(layout: Any) -> Layout | None:
         return Layout.from_json_value(layout)
     except ConfigError as exc:
         raise ArchitectureError(str(exc)) from exc
-
-
-def _rng(rng: Any) -> Any:
-    if rng is None:
-        return _random.Random()
-    if isinstance(rng, int) and not isinstance(rng, bool):
-        return _random.Random(rng)
-    if hasattr(rng, "choice") and hasattr(rng, "sample"):
-        return rng
-    raise ConfigError(f"rng must be a random.Random, an int seed or None, but got {rng!r}.")
 
 
 def _parse_aw_nas_cell(text: str, topo: str) -> list[str]:
@@ -1052,12 +1002,7 @@ def _define_space(base: type) -> type:
 
 
 _make_space_class = lazy_space_class(__name__, _define_space)
-
-
-def __getattr__(name: str) -> Any:
-    if name == "DenseRobSpace":
-        return _make_space_class()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_module_getattr(__name__, DenseRobSpace=_make_space_class)
 
 
 # --------------------------------------------------------------------------- settings dicts

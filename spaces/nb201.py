@@ -34,7 +34,6 @@ and values are those of NNI's hub ``NasBench201``: ``cell/0_1`` ...
 
 from __future__ import annotations
 
-import difflib
 import functools
 import itertools
 import json
@@ -49,11 +48,12 @@ import torch
 from torch import nn
 
 from nni_robust.config import check_keys
-from nni_robust.errors import ArchitectureError, ConfigError
+from nni_robust.errors import ArchitectureError, ConfigError, did_you_mean
 from nni_robust.models import Normalize
 from nni_robust.tabular import RobustnessTable, load_robustness_table
 
-from .nni_space import lazy_space_class
+from ._common import as_rng, is_int, json_object
+from .nni_space import lazy_module_getattr, lazy_space_class
 from .ops import ReLUConvBN
 from .registry import SpaceKind, register_space
 
@@ -102,10 +102,6 @@ NNI_LABEL_SCOPE = "cell"
 _TOKEN_RE = re.compile(r"^([A-Za-z0-9_]+)~(\d+)$")
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def edge_labels(scope: str | None = NNI_LABEL_SCOPE) -> tuple[str, ...]:
     """The NNI labels of the 6 edges in :data:`EDGES` order: ``"cell/0_1"``, ``"cell/0_2"``,
     ``"cell/1_2"``, ``"cell/0_3"``, ``"cell/1_3"``, ``"cell/2_3"`` (``scope=None``: without
@@ -115,9 +111,8 @@ def edge_labels(scope: str | None = NNI_LABEL_SCOPE) -> tuple[str, ...]:
 
 
 def _unknown_op(op: Any, where: str, names: Sequence[str] = NB201_OPS) -> ArchitectureError:
-    close = difflib.get_close_matches(str(op), list(names), n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    return ArchitectureError(f"{where}: unknown operation {op!r}.{hint} Valid operations: {list(names)}.")
+    return ArchitectureError(f"{where}: unknown operation {op!r}.{did_you_mean(op, names)} Valid operations: "
+                             f"{list(names)}.")
 
 
 # --------------------------------------------------------------------------- architecture
@@ -221,7 +216,7 @@ class NB201Arch:
         Raises:
             ArchitectureError: ``index`` not an int in ``[0, 15624]``.
         """
-        if not _is_int(index) or not 0 <= index < NUM_ARCHS:
+        if not is_int(index) or not 0 <= index < NUM_ARCHS:
             raise ArchitectureError(f"An NB201 index must be an int in [0, {NUM_ARCHS - 1}], but got {index!r}.")
         ops = []
         for _ in range(NUM_EDGES):
@@ -236,10 +231,7 @@ class NB201Arch:
         Args:
             rng: A ``random.Random``, an int seed, or ``None`` (unseeded).
         """
-        if rng is None or _is_int(rng):
-            rng = _random.Random(rng)
-        elif not hasattr(rng, "choice"):
-            raise ConfigError(f"rng must be a random.Random, an int seed or None, but got {rng!r}.")
+        rng = as_rng(rng)
         return cls(tuple(rng.choice(NB201_OPS) for _ in range(NUM_EDGES)))
 
     # ---- isomorphism
@@ -275,8 +267,7 @@ class NB201Arch:
                 continue
             edge = str(label).rsplit("/", 1)[-1]
             if edge not in wanted:
-                close = difflib.get_close_matches(str(label), list(edge_labels()), n=1)
-                hint = f" Did you mean {close[0]!r}?" if close else ""
+                hint = did_you_mean(label, edge_labels())
                 raise ArchitectureError(f"Unknown label {label!r} in the NB201 sample.{hint} Labels are "
                                         f"{list(edge_labels())} (any scope prefix, or none).")
             if edge in found:
@@ -299,6 +290,15 @@ class NB201Arch:
         """``{"space": "nb201", "arch": "<NAS-Bench-201 string>"}``."""
         return {"space": "nb201", "arch": self.to_string()}
 
+    def cell_graphs(self) -> list:
+        """The cell as a :class:`nni_robust.archdraw.CellGraph` (nodes 0..3, node 3 is the output; ``none``
+        edges left out)."""
+        from nni_robust.archdraw import CellGraph
+
+        edges = tuple((str(i), str(j), op) for (i, j), op in zip(EDGES, self.ops) if op != "none")
+        return [CellGraph("cell", ("0",), ("1", "2", "3"), edges, output=None,
+                          note="node 3 is the output")]
+
     def to_json(self, indent: int | None = None) -> str:
         """:meth:`to_dict` as a JSON string."""
         return json.dumps(self.to_dict(), indent=indent)
@@ -310,13 +310,7 @@ class NB201Arch:
         Raises:
             ArchitectureError: malformed JSON, another space, unknown keys, a bad string.
         """
-        if isinstance(data, (str, bytes)):
-            try:
-                data = json.loads(data)
-            except json.JSONDecodeError as exc:
-                raise ArchitectureError(f"NB201 architecture JSON does not parse: {exc}.") from exc
-        if not isinstance(data, Mapping):
-            raise ArchitectureError(f"NB201 architecture JSON must be an object, but got {data!r}.")
+        data = json_object(data, "NB201 architecture JSON")
         extra = [k for k in data if k not in ("space", "arch")]
         if extra:
             raise ArchitectureError(f"Unknown keys {extra} in the NB201 architecture JSON; valid keys: "
@@ -521,7 +515,7 @@ class NB201Network(nn.Module):
         for name, value, low in (("init_channels", init_channels, 1), ("cells_per_stage", cells_per_stage, 0),
                                  ("num_classes", num_classes, 1), ("in_channels", in_channels, 1),
                                  ("input_size", input_size, 4)):
-            if not _is_int(value) or value < low:
+            if not is_int(value) or value < low:
                 raise ConfigError(f"{name} must be an int >= {low}, but got {value!r}.")
         self.init_channels, self.cells_per_stage = init_channels, cells_per_stage
         self.normalize = Normalize(mean, std)
@@ -628,14 +622,7 @@ def _define_space(base: type) -> type:
 
 
 _make_space_class = lazy_space_class(__name__, _define_space)
-
-
-def __getattr__(name: str) -> Any:
-    if name == "NB201Space":
-        return _make_space_class()
-    if name == "ALL_STRINGS":
-        return all_strings()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_module_getattr(__name__, NB201Space=_make_space_class, ALL_STRINGS=all_strings)
 
 
 def arch_from_sample(sample: Mapping[str, Any], space: Mapping[str, Any] | None = None) -> NB201Arch:

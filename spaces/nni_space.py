@@ -16,6 +16,7 @@ registers, which architecture and network it builds from them) inside a
         return MySpace
 
     _make_space_class = lazy_space_class(__name__, _define)
+    __getattr__ = lazy_module_getattr(__name__, MySpace=_make_space_class)
 
 The base gives :meth:`choose` (an ``nni.choice`` registered and frozen to the
 current sample), ``forward`` (the network of the current sample) and
@@ -27,7 +28,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable, Mapping, Sequence
 
-__all__ = ["arch_space_base", "lazy_space_class"]
+__all__ = ["arch_space_base", "lazy_space_class", "lazy_module_getattr"]
 
 _BASE: type | None = None
 _LOCK = threading.Lock()
@@ -88,3 +89,15 @@ def lazy_space_class(module: str, define: Callable[[type], type]) -> Callable[[]
             return cache[0]
 
     return make
+
+
+def lazy_module_getattr(module: str, **lazy: Callable[[], Any]) -> Callable[[str], Any]:
+    """A module ``__getattr__`` (PEP 562) that answers each name of ``lazy`` with its function's result,
+    computed on access (e.g. the NNI space class), and raises ``AttributeError`` for any other name."""
+
+    def __getattr__(name: str) -> Any:
+        if name in lazy:
+            return lazy[name]()
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+
+    return __getattr__

@@ -12,11 +12,10 @@ module of this package once, on the first look-up of an unknown name.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from typing import Any, Callable, Mapping
 
 from nni_robust.discovery import Discovery
-from nni_robust.errors import ConfigError
+from nni_robust.errors import ConfigError, did_you_mean
 
 __all__ = ["SpaceKind", "register_space", "get_space", "space_names", "space_of", "kind_of_arch", "discover",
            "import_errors", "DEFAULT_SPACE"]
@@ -71,20 +70,10 @@ def register_space(kind: SpaceKind) -> SpaceKind:
 
 
 _DISCOVERY = Discovery(__name__.rpartition(".")[0], packages_only=False, what="spaces")
-
-
-def discover() -> None:
-    """Import every module of ``nni_robust.spaces`` once, so that each registers itself."""
-    _DISCOVERY.run()
-
-
-def import_errors() -> dict[str, str]:
-    """Modules that failed to import during :func:`discover` (module -> error); empty when all registered."""
-    return _DISCOVERY.errors()
-
-
-def _errors_hint() -> str:
-    return _DISCOVERY.hint()
+#: ``discover()``: import every module of ``nni_robust.spaces`` once, so that each registers itself.
+discover = _DISCOVERY.run
+#: ``import_errors()``: modules that failed to import during :func:`discover` (module -> error).
+import_errors = _DISCOVERY.errors
 
 
 def space_names() -> list[str]:
@@ -102,10 +91,8 @@ def get_space(name: str) -> SpaceKind:
     if name not in _REGISTRY:
         discover()
     if name not in _REGISTRY:
-        close = difflib.get_close_matches(str(name), list(_REGISTRY), n=3)
-        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-        raise ConfigError(f"settings.space.name must be one of {sorted(_REGISTRY)}, but got {name!r}.{hint}"
-                          f"{_errors_hint()}")
+        raise ConfigError(f"settings.space.name must be one of {sorted(_REGISTRY)}, but got {name!r}."
+                          f"{did_you_mean(name, _REGISTRY, n=3)}{_DISCOVERY.hint()}")
     return _REGISTRY[name]
 
 

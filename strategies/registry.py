@@ -18,13 +18,12 @@ evaluate an exported architecture) are registered here, not by a method.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import importlib
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from nni_robust.discovery import Discovery
-from nni_robust.errors import ConfigError
+from nni_robust.errors import ConfigError, did_you_mean
 
 __all__ = ["Method", "TaskContext", "register_method", "methods", "strategy_paths", "task_names",
            "task_function", "check_task_args", "numeric", "discover", "import_errors", "COMMON_TASKS",
@@ -122,20 +121,10 @@ def register_method(method: Method) -> Method:
 
 
 _DISCOVERY = Discovery(__name__.rpartition(".")[0], packages_only=True, what="methods")
-
-
-def discover() -> None:
-    """Import every method folder of ``nni_robust.strategies`` once, so that each registers itself."""
-    _DISCOVERY.run()
-
-
-def import_errors() -> dict[str, str]:
-    """Modules that failed to import during :func:`discover` (module -> error); empty when all registered."""
-    return _DISCOVERY.errors()
-
-
-def _errors_hint() -> str:
-    return _DISCOVERY.hint()
+#: ``discover()``: import every method folder of ``nni_robust.strategies`` once, so that each registers itself.
+discover = _DISCOVERY.run
+#: ``import_errors()``: method folders that failed to import during :func:`discover` (module -> error).
+import_errors = _DISCOVERY.errors
 
 
 def methods() -> dict[str, Method]:
@@ -174,9 +163,8 @@ def task_function(name: str) -> Callable[[TaskContext], tuple[dict[str, float], 
     """
     paths = _task_paths()
     if name not in paths:
-        close = difflib.get_close_matches(str(name), list(paths), n=3)
-        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-        raise ConfigError(f"Unknown trial task {name!r}.{hint} Valid tasks: {sorted(paths)}.{_errors_hint()}")
+        raise ConfigError(f"Unknown trial task {name!r}.{did_you_mean(name, paths, n=3)} Valid tasks: "
+                          f"{sorted(paths)}.{_DISCOVERY.hint()}")
     module, _, attr = paths[name].rpartition(".")
     return getattr(importlib.import_module(module), attr)
 

@@ -75,6 +75,7 @@ from torch import nn
 
 from nni_robust.attacks import PGD, Attack
 from nni_robust.config import check_choice
+from nni_robust.device import batch_to_device, model_device
 from nni_robust.errors import ConfigError
 from nni_robust.spaces.dense_rob import DenseRobCell, DenseRobNetwork
 
@@ -531,11 +532,7 @@ def fsp_distances(model: nn.Module, batches: Iterable, *, attack: Attack | None 
     missing = [p for p in deep if p not in collector.cells]
     if missing:
         raise ConfigError(f"fsp_distances: the deeper cells {missing} are not among cells={cells!r}.")
-    if device is None:
-        param = next(iter(model.parameters()), None)
-        dev = param.device if param is not None else torch.device("cpu")
-    else:
-        dev = torch.device(device)
+    dev = model_device(model) if device is None else torch.device(device)
 
     sums = {p: torch.zeros((), dtype=torch.float64, device=dev) for p in collector.cells}
     seen = 0
@@ -551,13 +548,7 @@ def fsp_distances(model: nn.Module, batches: Iterable, *, attack: Attack | None 
                     break
                 if not isinstance(batch, (tuple, list)) or len(batch) < 2:
                     raise ConfigError("fsp_distances needs batches of (x, y, ...) (labels for the attack).")
-                x, y = batch[0], batch[1]
-                if max_images is not None and seen + x.shape[0] > max_images:
-                    x, y = x[: max_images - seen], y[: max_images - seen]
-                x = x.to(dev, non_blocking=True)
-                y = y.to(dev, non_blocking=True)
-                if not x.is_floating_point():
-                    x = x.float().div_(255.0)
+                x, y = batch_to_device(batch[0], batch[1], device=dev, seen=seen, max_images=max_images)
                 x_adv = attack(model, x, y)
                 reference = collector.collect(x)
                 per_image = collector.compare(x_adv, reference)
