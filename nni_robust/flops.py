@@ -82,12 +82,12 @@ def count_flops(model: nn.Module, input_size: Sequence[int] = (3, 32, 32), *,
     handles = []
     modes = {m: m.training for m in model.modules()}
     try:
-        for m in model.modules():
+        for m in modes:
+            m.training = False  # model.eval() without another walk of the module tree
             if isinstance(m, nn.Conv2d):
                 handles.append(m.register_forward_hook(conv_hook))
             elif isinstance(m, nn.Linear):
                 handles.append(m.register_forward_hook(linear_hook))
-        model.eval()
         with torch.no_grad():
             model(torch.zeros((1, *size), device=device, dtype=dtype))
     finally:

@@ -46,7 +46,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 
 from nni_robust.attacks import build_attack
-from nni_robust.bn import calibrate_bn
+from nni_robust.bn import calibrate_bn, fold_bn
 from nni_robust.checkpoint import save_checkpoint, write_json
 from nni_robust.data import TensorLoader
 from nni_robust.device import resolve_device
@@ -193,8 +193,9 @@ class SupernetProbe:
                 for arch in self.archs:
                     model.set_arch(arch)
                     calibrate_bn(model, self.calib, device=self.device)
-                    acc = evaluate(model, self.data, {"clean": None, "adv": self.attack}, device=self.device,
-                                   autocast=self.autocast)
+                    with fold_bn(model):  # calibrated: the measurement needs no BN statistics any more
+                        acc = evaluate(model, self.data, {"clean": None, "adv": self.attack}, device=self.device,
+                                       autocast=self.autocast)
                     clean.append(acc["clean"])
                     adv.append(acc["adv"])
         finally:
