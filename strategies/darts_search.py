@@ -8,6 +8,11 @@ What they share sits here, above the method folders:
 
 * :func:`arch_entropy` -- how decided the architecture parameters are (a
   per-epoch / per-iteration metric of every such search);
+* :func:`check_arch_decided` -- the trust warning (``<method>.entropy``) when
+  they are still (nearly) uniform at the end of a search: the derived
+  architecture is then a tie-break of their random initialisation;
+* :func:`log_arch_weights` -- the architecture weights to TensorBoard as labelled
+  operation x edge heatmaps, one image per cell type (``arch/<cell type>``);
 * :func:`export_architecture` -- the derived architecture of a finished search
   to ``work_dir/architecture.json`` and ``work_dir/best_architecture.json``;
 * :func:`final_network` and :func:`check_tuner_space` -- the checks of the
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -32,7 +38,8 @@ from nni_robust.checkpoint import restore_rng_state
 from nni_robust.errors import ConfigError, NniRobustError
 from nni_robust.seeding import seed_everything
 
-__all__ = ["arch_entropy", "resume_or_seed", "export_architecture", "final_network", "check_tuner_space"]
+__all__ = ["arch_entropy", "log_arch_weights", "resume_or_seed", "export_architecture", "final_network",
+           "check_tuner_space", "check_arch_decided", "UNIFORM_ENTROPY_RATIO"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +58,57 @@ def arch_entropy(weights: Mapping[str, torch.Tensor]) -> torch.Tensor:
         raise ConfigError("arch_entropy needs the weights of at least one cell type.")
     rows = torch.cat([w.detach().float().reshape(-1, w.shape[-1]) for w in weights.values()])
     return -(rows * rows.clamp_min(1e-30).log()).sum(dim=1).mean()
+
+
+def log_arch_weights(writer: Any, supernet: Any, step: int) -> None:
+    """The ``softmax(alpha)`` of a :class:`~nni_robust.spaces.darts.DartsSupernet` as one labelled
+    operation x edge heatmap per cell type (TensorBoard images ``arch/<cell type>``, with a colour bar)."""
+    from nni_robust.archdraw import cell_edge_names
+    from nni_robust.spaces.darts import EDGES
+    from nni_robust.tb import add_arch_weights
+
+    add_arch_weights(writer, supernet.arch_weights(), ops=supernet.primitives, edges=cell_edge_names(EDGES),
+                     step=step)
+
+
+#: Entropy of the final architecture weights, as a fraction of its maximum ``log(ops)``, above which the
+#: weights count as still uniform: the architecture parameters barely moved during the search.
+UNIFORM_ENTROPY_RATIO = 0.99
+
+
+def check_arch_decided(work_dir: str | Path | None, method: str, metrics: Mapping[str, Any] | None,
+                       num_ops: int) -> str | None:
+    """Record a trust warning when a search ended with (nearly) uniform architecture weights.
+
+    The entropy ratio is ``metrics["arch_entropy_ratio"]`` when the search reports it (Wsr-NAS),
+    else ``metrics["arch_entropy"] / log(num_ops)`` (DSARA, RNAS: the last epoch's mean entropy).
+    Above :data:`UNIFORM_ENTROPY_RATIO` the warning ``<method>.entropy`` goes to
+    ``<work_dir>/warnings.jsonl`` (:func:`nni_robust.strategies.trust.record_warning`).
+
+    Returns:
+        The warning's sentence, or ``None`` (the weights moved, or the metrics carry no entropy).
+    """
+    from .trust import record_warning
+
+    metrics = metrics or {}
+    ratio = metrics.get("arch_entropy_ratio")
+    if not isinstance(ratio, (int, float)) or isinstance(ratio, bool):
+        entropy = metrics.get("arch_entropy")
+        if not isinstance(entropy, (int, float)) or isinstance(entropy, bool) or num_ops < 2:
+            return None
+        ratio = float(entropy) / math.log(num_ops)
+    ratio = float(ratio)
+    if not ratio > UNIFORM_ENTROPY_RATIO:
+        return None
+    epochs = metrics.get("epochs", metrics.get("epoch"))
+    text = (f"The architecture weights are still nearly uniform at the end of the {method} search (entropy "
+            f"{100 * ratio:.2f}% of its maximum log({num_ops}) = {math.log(num_ops):.3f}"
+            + (f", after {int(epochs)} epochs" if isinstance(epochs, (int, float)) else "") + "): the derived "
+            "architecture is close to the argmax of their random initialisation, not a choice of the search. "
+            "Give the architecture more update steps (more epochs or images) or a larger learning rate.")
+    record_warning(work_dir, f"{method}.entropy", text, entropy_ratio=ratio, num_ops=int(num_ops),
+                   arch_entropy=metrics.get("arch_entropy"))
+    return text
 
 
 def resume_or_seed(resume: Mapping[str, Any] | None, loaders: Mapping[str, Any], seed: int, *,
@@ -81,8 +139,10 @@ def export_architecture(work_dir: str | Path, search_dir: str | Path, *, method:
 
     Writes ``work_dir/architecture.json`` (the architecture alone) and
     ``work_dir/best_architecture.json`` (``{"arch", "genotype", "method",
-    "method_args", "space", "final_space", "search"}``, ``search`` the
-    numeric entries of ``metrics``, plus ``"selection"`` when given).
+    "method_args", "space", "final_space", "search", "warnings"}``, ``search`` the
+    numeric entries of ``metrics``, plus ``"selection"`` when given). When the
+    search ended with nearly uniform architecture weights (:func:`check_arch_decided`)
+    the warning is recorded in ``work_dir/warnings.jsonl`` and listed under ``warnings``.
 
     Args:
         arch: The architecture JSON to export instead of the search's last
@@ -107,9 +167,10 @@ def export_architecture(work_dir: str | Path, search_dir: str | Path, *, method:
     out = work_dir / "architecture.json"
     out.write_text(arch.to_json(indent=2))
     numeric = {k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    uniform = check_arch_decided(work_dir, method, numeric, len(arch.primitives))
     best = {"arch": arch.to_dict(), "genotype": arch.to_darts_genotype(), "method": method,
             "method_args": dict(method_args or {}), "space": dict(space or {}),
-            "final_space": dict(final_space or {}), "search": numeric}
+            "final_space": dict(final_space or {}), "search": numeric, "warnings": [uniform] if uniform else []}
     if selection is not None:
         best["selection"] = dict(selection)
     (work_dir / "best_architecture.json").write_text(json.dumps(best, indent=2, sort_keys=True))

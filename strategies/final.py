@@ -39,8 +39,9 @@ from nni_robust.device import resolve_device
 from nni_robust.errors import CheckpointError, ConfigError, NniRobustError
 from nni_robust.evaluation import evaluate
 from nni_robust.flops import count_flops, count_params, search_width
+from nni_robust.progress import ProgressFactory, track
 from nni_robust.seeding import seed_everything
-from nni_robust.tb import summary_writer
+from nni_robust.tb import add_architecture, summary_writer
 from nni_robust.training import AdversarialTrainer
 
 from .networks import arch_from_json, arch_from_sample, build_network
@@ -65,7 +66,7 @@ def build_attacks(specs: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
 def train_final(settings: TrialSettings, arch: Any, out_dir: str | Path, *,
                 target_mflops: float | None = None, init_channels: int | None = None,
                 reporter: Reporter | None = None, tb_dir: str | Path | None = None,
-                nproc: int | None = None) -> dict[str, Any] | None:
+                nproc: int | None = None, progress: ProgressFactory | None = None) -> dict[str, Any] | None:
     """Widen ``arch`` to the target FLOPs, train it adversarially and evaluate it.
 
     ``arch`` is an architecture of ``settings.space`` (a :class:`DenseRobArch`, or a
@@ -84,6 +85,9 @@ def train_final(settings: TrialSettings, arch: Any, out_dir: str | Path, *,
     processes under torchrun (see the module docstring); inside a torchrun run
     the run's processes train together. Only rank 0 returns the report (the
     others return ``None``).
+
+    ``progress`` (a :mod:`nni_robust.progress` factory, e.g. ``tqdm.tqdm``) shows
+    bars for the training and the evaluation (one process only); None shows none.
     """
     if (target_mflops is None) == (init_channels is None):
         raise ConfigError("train_final needs exactly one of target_mflops or init_channels, got "
@@ -100,7 +104,8 @@ def train_final(settings: TrialSettings, arch: Any, out_dir: str | Path, *,
     info, device = distributed.setup(settings.device)
     try:
         return _train_final(settings, arch, out, info, device, target_mflops=target_mflops,
-                            init_channels=init_channels, reporter=reporter, tb_dir=tb_dir)
+                            init_channels=init_channels, reporter=reporter, tb_dir=tb_dir,
+                            progress=progress if not distributed.env_info().enabled else None)
     finally:
         if owned:
             distributed.shutdown()
@@ -108,7 +113,7 @@ def train_final(settings: TrialSettings, arch: Any, out_dir: str | Path, *,
 
 def _train_final(settings: TrialSettings, arch: Any, out: Path, ranks: distributed.DistInfo, device: Any, *,
                  target_mflops: float | None, init_channels: int | None, reporter: Reporter | None,
-                 tb_dir: str | Path | None) -> dict[str, Any] | None:
+                 tb_dir: str | Path | None, progress: ProgressFactory | None = None) -> dict[str, Any] | None:
     splits = settings.data("final")
     info = splits.info
     input_size = (info.channels, info.size, info.size)
@@ -126,6 +131,9 @@ def _train_final(settings: TrialSettings, arch: Any, out: Path, ranks: distribut
     logger.info("Final network: init channels %d, %.1f MFLOPs, %.3f M params", init_channels, mflops, params_m)
     cfg = settings.final.train
     writer = summary_writer(tb_dir) if ranks.is_main else None  # rank 0 logs, checkpoints and reports
+    if writer is not None:  # the architecture, drawn (TensorBoard's images tab)
+        add_architecture(writer, arch, title=f"final network: {init_channels} initial channels, {mflops:.2f} MFLOPs, "
+                         f"{params_m:.3f} M parameters")
     attacks = build_attacks(settings.final.attacks)
     n_test = settings.final.eval_images or int(splits.val[1].shape[0])
     test_loader = TensorLoader(splits.val[0][:n_test], splits.val[1][:n_test],
@@ -141,7 +149,7 @@ def _train_final(settings: TrialSettings, arch: Any, out: Path, ranks: distribut
                     ranks.world_size, device, cfg.batch_size)
     trainer = AdversarialTrainer(model, cfg, device=device, checkpoint_path=out / "checkpoint.pt",
                                  writer=writer, on_epoch_end=on_epoch_end if ranks.is_main else None,
-                                 distributed=ranks.enabled)
+                                 distributed=ranks.enabled, progress=progress)
     train_loader = TensorLoader(*splits.train, batch_size=cfg.batch_size, shuffle=True, augment=True,
                                 seed=cfg.seed, device=device, rank=ranks.rank, world_size=ranks.world_size)
     start = time.perf_counter()
@@ -153,14 +161,15 @@ def _train_final(settings: TrialSettings, arch: Any, out: Path, ranks: distribut
     save_checkpoint(out / "model.pt", model=model.state_dict(), arch=arch.to_json(),
                     init_channels=int(init_channels), space=dict(settings.space), dataset=info.name)
     seed_everything(settings.seed)  # the attacks' random starts, as evaluate_checkpoint's
-    acc = evaluate(model, test_loader, attacks, device=device)
+    acc = evaluate(model, track(test_loader, progress, desc="evaluation"), attacks, device=device)
     for key, value in acc.items():
         writer.add_scalar(f"final/{key}", value, cfg.epochs)
     robustness = None
     if settings.final.robustness is not None:
         robustness = robustness_summary(run_robustness(model, settings.final.robustness, splits.val[0][:n_test],
                                                        splits.val[1][:n_test], out, seed=settings.seed,
-                                                       device=device, batch_size=settings.final.eval_batch_size))
+                                                       device=device, batch_size=settings.final.eval_batch_size,
+                                                       progress=progress is not None))
         for key, value in robustness["metrics"].items():
             writer.add_scalar(f"final/robustness/{key}", value, cfg.epochs)
     writer.close()
@@ -168,9 +177,23 @@ def _train_final(settings: TrialSettings, arch: Any, out: Path, ranks: distribut
               "params_M": params_m, "target_mflops": target_mflops, "dataset": info.name,
               "test_images": n_test, "accuracy": acc, "train_seconds": train_seconds,
               "epochs": cfg.epochs, "history": history, "processes": ranks.world_size,
-              "robustness": robustness}
+              "robustness": robustness, "warnings": near_chance(acc, info.num_classes)}
     write_json(out / "final_report.json", report)
     return report
+
+
+#: The final network is "near chance" when its clean test accuracy is below this multiple of chance (1 / classes).
+NEAR_CHANCE_FACTOR = 2.0
+
+
+def near_chance(acc: Mapping[str, float], num_classes: int) -> list[str]:
+    """A sentence (in a list) when the clean accuracy ``acc["clean"]`` is near chance, else ``[]``."""
+    clean, chance = acc.get("clean"), 1.0 / max(int(num_classes), 1)
+    if clean is None or clean >= NEAR_CHANCE_FACTOR * chance:
+        return []
+    return [f"The final network's clean test accuracy {100 * clean:.1f}% is near chance ({100 * chance:.0f}% for "
+            f"{num_classes} classes): it did not learn, so its robust accuracies say nothing about the architecture. "
+            "Train it longer (settings.final.train.epochs), check the learning rate, or a smaller attack eps."]
 
 
 def run_robustness(model: Any, spec: Mapping[str, Any], x: Any, y: Any, out_dir: str | Path | None, *,
@@ -318,7 +341,7 @@ def load_final_model(settings: TrialSettings, model_path: str | Path) -> tuple[A
 def evaluate_checkpoint(settings: TrialSettings, model_path: str | Path, *,
                         out_dir: str | Path | None = None, robustness: Mapping[str, Any] | None = None,
                         source: Any = None, source_name: str | None = None,
-                        progress: bool | None = None) -> dict[str, Any]:
+                        progress: bool | ProgressFactory | None = None) -> dict[str, Any]:
     """Evaluate a final model saved by :func:`train_final` on its own dataset's test split.
 
     Without ``robustness``: ``settings.final.attacks`` on ``settings.final.eval_images`` test
@@ -326,6 +349,9 @@ def evaluate_checkpoint(settings: TrialSettings, model_path: str | Path, *,
     ``robustness`` (a spec as ``settings.final.robustness``, e.g. ``{"suite": "standard"}``): the
     robustness report (AutoAttack, strength curve, transfer from ``source``, masking checks),
     written to ``out_dir/robustness.{json,md,png}``; returns the report.
+
+    ``progress``: a :mod:`nni_robust.progress` factory (bars; the robustness suite draws its
+    own when given one), or for the suite True / False / None (only on a terminal).
     """
     model, settings, _ = load_final_model(settings, model_path)
     device = resolve_device(settings.device)
@@ -334,11 +360,13 @@ def evaluate_checkpoint(settings: TrialSettings, model_path: str | Path, *,
     if robustness is not None:
         return run_robustness(model, robustness, splits.val[0][:n_test], splits.val[1][:n_test], out_dir,
                               seed=settings.seed, device=device, batch_size=settings.final.eval_batch_size,
-                              source=source, source_name=source_name, where="robustness", progress=progress)
+                              source=source, source_name=source_name, where="robustness",
+                              progress=bool(progress) if callable(progress) else progress)
     loader = TensorLoader(splits.val[0][:n_test], splits.val[1][:n_test],
                           batch_size=settings.final.eval_batch_size, shuffle=False, device=device)
     seed_everything(settings.seed)  # the attacks' random starts, as the final training's evaluation
-    acc = evaluate(model, loader, build_attacks(settings.final.attacks), device=device)
+    bars = progress if callable(progress) else None
+    acc = evaluate(model, track(loader, bars, desc="evaluation"), build_attacks(settings.final.attacks), device=device)
     if out_dir is not None:
         write_json(Path(out_dir) / "evaluation.json", acc)
     return acc
@@ -359,6 +387,10 @@ def final_task(ctx: TaskContext) -> tuple[dict[str, float], dict[str, Any]]:
     report = train_final(settings, arch, ctx.out_dir, target_mflops=args.get("target_mflops"),
                          init_channels=args.get("init_channels"), reporter=ctx.reporter, tb_dir=ctx.tb_dir)
     acc = report["accuracy"]
+    for text in report.get("warnings") or []:  # (strategies/trust.py: the CLI summary and the report show them)
+        from .trust import record_warning
+        record_warning(ctx.work_dir, "final.chance", text, acc_clean=acc.get("clean"),
+                       num_classes=DATASETS[report["dataset"]].num_classes)
     final = {"default": float(acc.get("pgd20", acc.get("clean", 0.0))),
              **{f"acc_{k}": float(v) for k, v in acc.items()},
              "mflops": report["mflops"], "params_M": report["params_M"],

@@ -245,7 +245,7 @@ def test_dsara_stage_switch_at_the_configured_epoch(digits):
     tags = sorted({t for t, *_ in writer.images})
     assert tags == ["arch/accurate", "arch/reduce", "arch/robust"]
     for _, shape, fmt, lo, hi in writer.images:
-        assert shape == (14 * 8, 2 * 8) and fmt == "HW" and 0.0 <= lo <= hi == pytest.approx(1.0)
+        assert shape[2] == 3 and shape[1] > shape[0] > 100 and fmt == "HWC" and 0 <= lo < hi <= 255  # heatmap figure
     arch = search.derive()
     assert isinstance(arch, DartsArch) and set(arch.cell_types) == {"accurate", "robust", "reduce"}
 
@@ -438,7 +438,7 @@ def test_trial_tasks_search_then_final(tmp_path):
     assert arch == DartsArch.from_json(full["arch"]) and set(arch.cell_types) == {"normal", "reduce"}
     (row,) = [json.loads(line) for line in (tmp_path / "s" / "architectures.jsonl").read_text().splitlines()]
     assert row["epoch"] == 1 and DartsArch.from_json(row["arch"]) == arch and "val_adv_acc" in row
-    assert list((tmp_path / "trials" / "0" / "tensorboard").glob("events.out.tfevents.*"))
+    assert list((tmp_path / "trials" / "0" / "tensorboard" / "differentiable_search-0").glob("events.out.tfevents.*"))
     again, _ = run_task(params)  # a rerun finds the finished checkpoint: no more training, same architecture
     assert again["epochs"] == 1.0 and DartsArch.from_json(_["arch"]) == arch
     params = {"task": "final", "settings": settings, "work_dir": str(tmp_path), "model_id": 1,

@@ -81,10 +81,43 @@ def test_architecture_exported_and_reports_written(quick_run):
     assert DenseRobArch.from_sample(final_trial["parameters"]["args"]["sample"], arch.layout) == arch
 
 
+def test_the_quick_run_demonstrates_the_method(quick_run):
+    """Issue 10's bars, from the run's own outputs: this is the README's first command, as a new user runs it
+    (only its AutoAttack report is shrunk, see conftest.TINY_ROBUSTNESS), so its numbers must mean something."""
+    from nni_robust.strategies.trust import read_warnings
+
+    work = Path(quick_run["work_dir"])
+    settings = yaml.safe_load(QUICK.read_text())["tuner"]["classArgs"]["settings"]
+    # the multi-shot ranking carries signal: the chosen family's mean leave-one-out correlation is positive ...
+    selection = json.loads((work / "family_selection" / "loo_selection.json").read_text())
+    assert selection["best"] is not None and selection["mean_tau"][selection["best"]] > 0, selection["mean_tau"]
+    assert selection["warnings"] == []
+    # ... and the random topologies' estimated rewards are not all ties (nor failed fits at 0)
+    rows = [json.loads(line) for line in (work / "evaluations.jsonl").read_text().splitlines()]
+    random_rewards = [r["reward"] for r in rows[:yaml.safe_load(QUICK.read_text())["tuner"]["classArgs"][
+        "strategy_args"]["num_random"]]]
+    assert len({round(r, 6) for r in random_rewards}) > 1, random_rewards
+    assert all(0.0 < r <= 1.0 for r in random_rewards), random_rewards
+    # the final network learned and its robustness is real: >= 90% clean on the whole digits test split, and
+    # PGD-100 (the strongest attack) below FGSM at the configs' eps (1/16, one grey level)
+    (final,) = [t["final"] for t in _by_task(quick_run, "final")]
+    report = json.loads((Nnictl.trial_dir(quick_run, _by_task(quick_run, "final")[0]) / "final_report.json")
+                        .read_text())
+    assert report["test_images"] == 359 and settings["final"]["attacks"]["pgd100"]["eps"] == 0.0625
+    assert final["acc_clean"] >= 0.90, final
+    assert final["acc_pgd100"] < final["acc_fgsm"] < final["acc_clean"], final
+    assert final["acc_pgd100"] >= 0.6, final  # the found network trained without attack keeps about 51% at 1/16
+    # nothing in it is to be doubted
+    assert read_warnings(work) == [], read_warnings(work)
+    assert report["warnings"] == []
+
+
 def test_tensorboard_event_files(quick_run):
     trials_dir = Path(quick_run["experiment_dir"]) / "environments" / "local-env" / "trials"
     for t in _by_task(quick_run, "supernet") + _by_task(quick_run, "final"):
-        events = list((trials_dir / t["trialJobId"] / "tensorboard").glob("events.out.tfevents.*"))
+        run = f"{t['parameters']['task']}-{t['trialJobId']}"  # TensorBoard runs are named by kind and trial
+        assert t["parameters"]["mutation_summary"]["kind"] == t["parameters"]["task"]  # what the web UI shows
+        events = list((trials_dir / t["trialJobId"] / "tensorboard" / run).glob("events.out.tfevents.*"))
         assert events, f"no TensorBoard events for trial {t['trialJobId']}"
     (final_trial,) = _by_task(quick_run, "final")
     report = json.loads((trials_dir / final_trial["trialJobId"] / "final_report.json").read_text())

@@ -242,9 +242,10 @@ def _trial_keeper_pid(sshd: LocalSshd, run: dict) -> int | None:
 def _keys(trials: list[dict]) -> dict[str, tuple[set, set]]:
     """task -> (final metric keys, intermediate metric keys) that every trial of the task reported, with the
     widths in the keys (``reward_c8``) written ``reward_c*`` and without an evaluation's ``est_<family>``
-    (reported for the families whose fit succeeded: that depends on the rewards)."""
+    (reported for the families whose fit succeeded: that depends on the rewards) and ``fit_p<i>`` (one per
+    parameter of the chosen family: the two runs have different widths, so they may choose different families)."""
     def kinds(keys) -> set[str]:
-        return {re.sub(r"_c\d+$", "_c*", k) for k in keys if not k.startswith("est_")}
+        return {re.sub(r"_c\d+$", "_c*", k) for k in keys if not k.startswith(("est_", "fit_p"))}
 
     out: dict[str, tuple[set, set]] = {}
     for t in trials:
@@ -323,7 +324,7 @@ def test_shared_folders_hold_the_supernets_and_the_export(runs, sshd):
     assert set(report["accuracy"]) == set(local_report["accuracy"]) == {"clean", "fgsm", "pgd7", "pgd20", "pgd100"}
     assert DenseRobArch.from_json(report["arch"]) == arch
     assert report["accuracy"]["pgd20"] <= report["accuracy"]["clean"]
-    assert list((_remote_trial_dir(sshd, remote, final) / "tensorboard").glob("events.out.tfevents.*"))
+    assert list((_remote_trial_dir(sshd, remote, final) / "tensorboard").glob("final-*/events.out.tfevents.*"))
     assert not (shared / "work" / "trials").exists()
 
 

@@ -281,3 +281,9 @@ def test_write_report_writes_all_files(tmp_path):
     assert f"**{res.best}**" in md and "| family | mean tau |" in md
     with pytest.raises(ConfigError, match="both"):
         ex.write_report(res, tmp_path, flops=flops)
+    # the target FLOPs beyond the supernets (the search's C_T) is marked in the example plot, the warnings listed
+    marked = ex.write_report(res, tmp_path / "target", flops=flops, rewards=rewards, target=3 * float(flops.max()),
+                             trust_warnings=["the chosen family is doubtful"])
+    assert marked["curves"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "> **Warning:** the chosen family is doubtful" in marked["markdown"].read_text()
+    assert json.loads(marked["json"].read_text())["warnings"] == ["the chosen family is doubtful"]

@@ -14,6 +14,7 @@ import json
 import math
 import threading
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ from nni_robust.spaces.dense_rob import DenseRobArch, Layout
 from nni_robust.strategies.msrobnet import extrapolation
 from nni_robust.strategies.bridge import StrategyTuner, run_in_process
 from nni_robust.strategies.msrobnet.search import MultiShotSearch
+from nni_robust.strategies.trust import read_warnings
 
 LAYOUT = "cellwise-4"
 LABELS = Layout.from_name(LAYOUT).labels()
@@ -224,6 +226,7 @@ def test_full_pipeline_stages_family_selection_and_export(tmp_path):
     clone = MultiShotSearch(**strategy_args(tmp_path), work_dir=str(work))
     clone.load_state_dict(state)
     assert clone.state_dict() == state and clone.best() == strategy.best() and clone.family == "log_power"
+    assert read_warnings(work) == [] and best["warnings"] == []  # a clean signal: nothing to doubt
 
 
 def test_fixed_family_writes_no_report_and_is_used(tmp_path):
@@ -260,6 +263,56 @@ def test_failed_evaluations_are_left_out(tmp_path):
     best = json.loads((work / "best_architecture.json").read_text())
     assert best["estimate"] == max(r["reward"] for r in rows) > 0.0
     assert best["sample"]["c0_e20"] != "none" and best["sample"]["c0_e21"] != "none"
+
+
+class NoiseTrials(FakeTrials):
+    """Rewards that contradict each other: every other supernet ranks the topologies in reverse, so a curve
+    fitted to the other supernets ranks the left-out one backwards (negative leave-one-out correlation)."""
+
+    def __call__(self, params):
+        out = super().__call__(params)
+        if params["task"] == "evaluate":
+            r = float(np.random.default_rng(zlib.crc32(key(params["sample"]).encode())).uniform(0.1, 0.3))
+            for k, w in enumerate(params["args"]["widths"]):
+                out[f"reward_c{w}"] = r if k % 2 == 0 else 0.4 - r
+            if self.no_fit is None:  # the estimates of every family: out of [0, 1] to trigger that check too
+                out.update({k: 1.5 for k in out if k.startswith("est_")}, default=1.5)
+        return out
+
+
+def test_untrustworthy_results_are_recorded_as_warnings(tmp_path):
+    precreate(tmp_path, WIDTHS)
+    tuner = make_tuner(tmp_path, final=False, num_random=8, steps=0)
+    run_in_process(tuner, NoiseTrials(), concurrency=2, max_trials=100, timeout=60)
+    work = tmp_path / "work"
+    assert tuner.error is None and tuner.strategy._stage == "done"
+    selection = json.loads((work / "family_selection" / "loo_selection.json").read_text())
+    chosen = selection["mean_tau"][selection["best"]] if selection["best"] else None
+    warnings = read_warnings(work)
+    assert chosen is None or chosen <= 0, selection["mean_tau"]
+    (family,) = [w for w in warnings if w["source"] == "msrobnet.family"]  # logged, recorded, in the report
+    assert "not positive" in family["message"] or "No extrapolation family" in family["message"]
+    assert "**Warning:**" in (work / "family_selection" / "loo_selection.md").read_text()
+    assert selection["warnings"] and selection["warnings"][0] in family["message"]
+    (outside,) = [w for w in warnings if "outside [0, 1]" in w["message"]]  # every estimate is 1.5
+    assert outside["source"] == "msrobnet.estimates" and outside["outside"] == len(read_rows(work))
+    assert any("are equal" in w["message"] for w in warnings)  # ... and all of them tie
+    best = json.loads((work / "best_architecture.json").read_text())
+    assert best["warnings"] == [w["message"] for w in warnings]
+
+
+def test_most_fits_failing_is_a_warning(tmp_path):
+    precreate(tmp_path, WIDTHS)
+    def no_fit(s):  # about 15 of 16 topologies: no estimate at all
+        return s["c0_e20"] != "none" or s["c0_e21"] != "none"
+
+    tuner = make_tuner(tmp_path, family="log_power", final=False, num_random=8, steps=0)
+    run_in_process(tuner, FakeTrials(no_fit=no_fit), concurrency=2, max_trials=100, timeout=60)
+    assert tuner.error is None and tuner.strategy._stage == "done", tuner.error
+    (fits,) = [w for w in read_warnings(tmp_path / "work") if w["source"] == "msrobnet.fits"]
+    rows = read_rows(tmp_path / "work")
+    assert fits["failed"] == sum(map(no_fit, (r["sample"] for r in rows))) > len(rows) / 2
+    assert fits["evaluated"] == len(rows) and "log_power fit failed" in fits["message"]
 
 
 def test_failing_supernet_fails_the_search_naming_the_width(tmp_path):

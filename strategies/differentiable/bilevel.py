@@ -79,7 +79,6 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from nni_robust.attacks import Attack
@@ -91,7 +90,7 @@ from nni_robust.errors import CheckpointError, ConfigError, NniRobustError
 from nni_robust.reward import robust_reward
 from nni_robust.training import TrainConfig, lr_at_epoch
 
-from ..darts_search import arch_entropy, resume_or_seed
+from ..darts_search import arch_entropy, log_arch_weights, resume_or_seed
 
 __all__ = ["arch_entropy", "SearchConfig", "SearchMethod", "DifferentiableSearch"]
 
@@ -580,11 +579,7 @@ class DifferentiableSearch:
         for key, value in metrics.items():
             if key != "epoch":
                 self.writer.add_scalar(f"search/{key}", value, self.epoch)
-        for ct, w in self.model.arch_weights().items():
-            img = w.detach().float().cpu()
-            img = img / img.max().clamp_min(1e-12)
-            img = img.repeat_interleave(8, dim=0).repeat_interleave(8, dim=1)
-            self.writer.add_image(f"arch/{ct}", img, self.epoch, dataformats="HW")
+        log_arch_weights(self.writer, self.model, self.epoch)  # labelled operation x edge heatmaps
 
     # ------------------------------------------------------------------ result
     def derive(self) -> Any:

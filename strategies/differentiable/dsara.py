@@ -13,17 +13,17 @@ ablation of Table 5 (row 6). The loop itself is :mod:`.bilevel`.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from nni_robust.attacks import Attack, build_attack
-from nni_robust.config import check_choice, check_range
+from nni_robust.config import check_choice
 from nni_robust.errors import ConfigError
 
-from .bilevel import SearchConfig, SearchMethod, Stats, _acc, _grad, _is_int, _is_real
+from .bilevel import SearchConfig, SearchMethod, Stats, _acc, _grad
 
 __all__ = ["gamma_star", "combine_gradients", "DsaraConfig", "DsaraMethod"]
 

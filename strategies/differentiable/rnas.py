@@ -11,18 +11,18 @@ default, the others are :data:`DIVERGENCES`. The loop itself is :mod:`.bilevel`.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from nni_robust.attacks import Attack, build_attack
-from nni_robust.config import check_choice, check_range
+from nni_robust.config import check_choice
 from nni_robust.device import autocast_context
 from nni_robust.errors import ConfigError
 
-from .bilevel import SearchConfig, SearchMethod, Stats, _acc, _grad, _is_int, _is_real
+from .bilevel import SearchConfig, SearchMethod, Stats, _acc, _grad
 
 __all__ = ["DIVERGENCES", "divergence", "uniform_perturbation", "maximize_divergence", "RnasConfig", "RnasMethod"]
 

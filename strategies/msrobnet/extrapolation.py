@@ -1066,7 +1066,8 @@ def _fmt(v: float) -> str:
 
 
 def write_report(result: SelectionResult, out_dir, *, flops=None, rewards=None, unit: float = DEFAULT_UNIT,
-                 n_examples: int = 2, stem: str = "loo_selection") -> dict[str, Path]:
+                 n_examples: int = 2, stem: str = "loo_selection",
+                 trust_warnings: Sequence[str] = (), target: float | None = None) -> dict[str, Path]:
     """Write a LOO selection as Markdown, CSV, JSON and PNG plots.
 
     The plot shows ``tau_j`` per left-out supernet for each family, with the
@@ -1082,6 +1083,11 @@ def write_report(result: SelectionResult, out_dir, *, flops=None, rewards=None, 
         unit: FLOPs per fitting unit for the example fits.
         n_examples: number of architectures in the example plot (>= 1).
         stem: file name stem.
+        trust_warnings: sentences saying why the selection should not be trusted (e.g. the
+            chosen family's mean correlation is not positive); listed at the top of the
+            Markdown report and in the JSON (``warnings``).
+        target: the target FLOPs ``C_T`` (same unit as ``flops``): marked in the example plot,
+            with each example's extrapolated reward there (the estimate the search ranks by).
 
     Returns:
         Paths by kind: ``markdown``, ``csv``, ``json``, ``plot`` and, with
@@ -1122,6 +1128,7 @@ def write_report(result: SelectionResult, out_dir, *, flops=None, rewards=None, 
         f"N = {result.n_archs} architectures, K = {k} supernets; selected family: **{result.best}**. "
         "Columns marked * are left out of the mean.",
         "",
+        *[f"> **Warning:** {w}" + "\n" for w in trust_warnings],
         "| family | mean tau | " + " | ".join(col_labels) + " | failed fits |",
         "|---|---:|" + "---:|" * k + "---:|",
     ]
@@ -1145,9 +1152,9 @@ def write_report(result: SelectionResult, out_dir, *, flops=None, rewards=None, 
                              *[int(c) for c in result.failures[i]]])
 
     paths["json"] = out / f"{stem}.json"
-    paths["json"].write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    paths["json"].write_text(json.dumps({**result.to_dict(), "warnings": list(trust_warnings)}, indent=2) + "\n")
 
-    fig = Figure(figsize=(7, 4.5))
+    fig = Figure(figsize=(9, 4.5))  # the legend sits right of the axes, never over the data
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     pos = np.arange(k)
@@ -1160,13 +1167,14 @@ def write_report(result: SelectionResult, out_dir, *, flops=None, rewards=None, 
     ax.set_ylabel("LOO Spearman tau_j")
     ax.set_title(f"Leave-one-out ranking correlation (N={result.n_archs})")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0,
+              title="family (mean tau)", title_fontsize=8)
     fig.tight_layout()
     paths["plot"] = out / f"{stem}.png"
     fig.savefig(paths["plot"], dpi=120)
 
     if flops is not None and result.best is not None:
-        fig = Figure(figsize=(6, 4.5))
+        fig = Figure(figsize=(8.5, 4.5))
         FigureCanvasAgg(fig)
         ax = fig.add_subplot(1, 1, 1)
         picks = np.unique(np.linspace(0, result.n_archs - 1, num=min(n_examples, result.n_archs)).round().astype(int))
@@ -1174,14 +1182,21 @@ def write_report(result: SelectionResult, out_dir, *, flops=None, rewards=None, 
         for a, res in zip(picks, fits):
             line = ax.plot(fl[a] / unit, rw[a], "o", label=f"architecture {a}")[0]
             if res.ok:
-                grid = np.geomspace(fl[a].min(), fl[a].max() * 2.0, 200)
+                top = max(fl[a].max() * 2.0, 1.1 * target) if target else fl[a].max() * 2.0
+                grid = np.geomspace(fl[a].min(), top, 200)
                 ax.plot(grid / unit, res.predict(grid), "-", color=line.get_color())
+                if target:
+                    ax.plot([target / unit], res.predict(np.array([float(target)])), "*", ms=12,
+                            color=line.get_color(), label=f"architecture {a}: estimate at C_T")
+        if target:
+            ax.axvline(target / unit, color="0.3", ls="--", lw=1.0,
+                       label=f"target C_T = {target / 1e6:g} MFLOPs")
         ax.set_xscale("log")
         ax.set_xlabel("MFLOPs" if unit == 1e6 else f"FLOPs / {unit:g}")
         ax.set_ylabel("reward")
         ax.set_title(f"{result.best} fitted to all K supernets")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
         fig.tight_layout()
         paths["curves"] = out / f"{stem}_curves.png"
         fig.savefig(paths["curves"], dpi=120)

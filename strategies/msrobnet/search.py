@@ -47,6 +47,7 @@ from nni_robust.errors import ConfigError, NniRobustError
 from . import extrapolation
 from ..bridge import (StageInterrupted, TrialTask, folder_property, run_jobs, run_stages, task_model,
                       work_dir_property)
+from ..trust import read_warnings, record_warning
 from .evolution import TournamentEvolution
 from .multishot import MODES, supernet_path
 
@@ -273,15 +274,33 @@ class MultiShotSearch(Strategy):
         flops = flops * 1e6  # the extrapolation module takes FLOPs
         selection = extrapolation.loo_selection(flops, rewards, exclude=(0,) if self.exclude_smallest else (),
                                                 unit=self.flops_unit, names=[f"c{w}" for w in self.widths])
-        extrapolation.write_report(selection, self.work_dir / "family_selection", flops=flops, rewards=rewards,
-                                   unit=self.flops_unit)
-        if selection.best is None:
-            logger.warning("No family fitted enough topologies for a leave-one-out correlation; using the "
-                           "paper's choice, log_power (report in %s).", self.work_dir / "family_selection")
-            self._family = "log_power"
-        else:
-            self._family = selection.best
+        report_dir = self.work_dir / "family_selection"
+        self._family = selection.best or "log_power"
+        doubts = self._family_doubts(selection)
+        extrapolation.write_report(selection, report_dir, flops=flops, rewards=rewards, unit=self.flops_unit,
+                                   trust_warnings=[text for text, _ in doubts], target=self.target_mflops * 1e6)
+        for text, data in doubts:
+            record_warning(self.work_dir, "msrobnet.family", f"{text} (report: {report_dir / 'loo_selection.md'})",
+                           **data)
         logger.info("Selected extrapolation family: %s", self._family)
+
+    def _family_doubts(self, selection: Any) -> list[tuple[str, dict[str, Any]]]:
+        """Why the family selection should not be trusted: (sentence, numbers) pairs (none: trust it)."""
+        n = selection.n_archs
+        if selection.best is None:
+            return [(f"No extrapolation family fitted enough of the {n} random topologies for a leave-one-out "
+                     "correlation; the paper's choice, log_power, is used without evidence. Train the supernets "
+                     "longer or evaluate more topologies (num_random).", {"family": "log_power", "n_archs": n})]
+        i = selection.families.index(selection.best)
+        mean_tau = float(selection.mean_tau[i])
+        if mean_tau > 0:
+            return []
+        return [(f"The chosen extrapolation family {selection.best} has a mean leave-one-out correlation of "
+                 f"{mean_tau:.2f} (not positive) over {n} topologies: the multi-shot estimates do not rank topologies "
+                 "better than chance, so the search follows noise. Train the supernets longer (settings.supernet."
+                 "epochs), evaluate on more images or more topologies (num_random).",
+                 {"family": selection.best, "mean_tau": mean_tau, "n_archs": n,
+                  "tau": [float(t) for t in selection.tau[i]]})]
 
     def _matrix(self, records: Iterable[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
         flops, rewards = [], []
@@ -334,18 +353,50 @@ class MultiShotSearch(Strategy):
         if not evo.finished:  # the engine's budget ran out or it shut down
             raise StageInterrupted()
 
+    def _estimate_doubts(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """Why the evaluated estimates should not be trusted: (check, sentence, numbers) triples."""
+        if self.mode != "multishot" or not self._records:
+            return []
+        out: list[tuple[str, str, dict[str, Any]]] = []
+        n = len(self._records)
+        raw = [r["result"].get(f"est_{self.family}") for r in self._records]
+        ok = [float(v) for v in raw if v is not None and math.isfinite(v)]
+        failed = n - len(ok)
+        if failed > n / 2:
+            out.append(("fits", f"The {self.family} fit failed for {failed} of {n} evaluated topologies: their "
+                                "estimate fell back to 0, so the search ranks few of them. Check the supernets' "
+                                "rewards (family_selection report) or choose another family.",
+                        {"family": self.family, "failed": failed, "evaluated": n}))
+        outside = [v for v in ok if not 0.0 <= v <= 1.0]
+        if outside:
+            out.append(("estimates", f"{len(outside)} of {n} estimated rewards lie outside [0, 1] (from "
+                                     f"{min(outside):.3g} to {max(outside):.3g}): the {self.family} curve "
+                                     f"extrapolates beyond the supernets' FLOPs to {self.target_mflops:g} MFLOPs "
+                                     "wildly. Choose a target inside the supernets' range or wider supernets.",
+                        {"family": self.family, "outside": len(outside), "evaluated": n,
+                         "min": min(outside), "max": max(outside), "target_mflops": self.target_mflops}))
+        if len(ok) >= 2 and max(ok) - min(ok) <= 1e-9:
+            out.append(("estimates", f"All {len(ok)} successful estimates are equal ({ok[0]:.4f}): the search "
+                                     "cannot tell the topologies apart and the exported one is a tie-break.",
+                        {"family": self.family, "value": ok[0], "evaluated": n}))
+        return out
+
     def _stage_export(self) -> None:
         best = self.best()
         if best is None:
             raise NniRobustError("No topology was evaluated successfully; nothing to export.")
         record, reward = best
+        doubts = self._estimate_doubts()
+        for check, text, data in doubts:
+            record_warning(self.work_dir, f"msrobnet.{check}", text, **data)
         out = {"sample": record["sample"],
                "estimate": reward, "family": self.family, "mode": self.mode,
                "target_mflops": self.target_mflops, "widths": self.widths,
                "one_shot": {f"c{w}": {k: record["result"].get(f"{k}_c{w}")
                                       for k in ("reward", "acc_clean", "acc_adv", "mflops")}
                             for w in self.widths},
-               "evaluated": len(self._records)}
+               "evaluated": len(self._records),
+               "warnings": [w["message"] for w in read_warnings(self.work_dir)]}  # the search's, this one's too
         path = self._write_export(out)
         logger.info("Best topology (estimate %.4f) exported to %s", reward, path)
 

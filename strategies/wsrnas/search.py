@@ -90,7 +90,7 @@ from nni_robust.errors import CheckpointError, ConfigError, NniRobustError
 from nni_robust.robustness import evaluate_attacks, pgd_at_strength
 from nni_robust.training import TrainConfig, lr_at_epoch
 
-from ..darts_search import arch_entropy, resume_or_seed
+from ..darts_search import arch_entropy, log_arch_weights, resume_or_seed
 from .estimator import WAANE, ReplayMemory, build_estimator, leave_one_out, make_optimizer, pgd_noises, \
     target_strengths, train_estimator, warmup_cosine
 from .vle import LossMemory, ValidationLossEstimator, WsrConfig, arch_step, gumbel_softmax, make_vle_optimizer, \
@@ -701,11 +701,7 @@ class WsrSearch:
             if key not in ("unit", "index"):
                 self.writer.add_scalar(f"{kind}/{key}", value, step)
         if kind == "search":
-            for ct, w in self.model.arch_weights().items():
-                img = w.detach().float().cpu()
-                img = img / img.max().clamp_min(1e-12)
-                img = img.repeat_interleave(8, dim=0).repeat_interleave(8, dim=1)
-                self.writer.add_image(f"arch/{ct}", img, step, dataformats="HW")
+            log_arch_weights(self.writer, self.model, step)  # labelled operation x edge heatmaps
 
     def derive(self) -> Any:
         """The discrete architecture by the DARTS rule from ``softmax(A)`` (argmax op, strongest inputs per node)."""
