@@ -74,6 +74,7 @@ from .device import autocast_context, resolve_device
 from .distributed import DistInfo, all_reduce_sum, broadcast_object, gather_objects, sync_batchnorm
 from .distributed import current as dist_current
 from .errors import CheckpointError, ConfigError, NniRobustError
+from .progress import open_bar
 from .seeding import seed_everything
 
 __all__ = ["TrainConfig", "AdversarialTrainer", "lr_at_epoch", "SCHEDULES", "ATTACK_MODES"]
@@ -365,6 +366,10 @@ class AdversarialTrainer:
             the run takes the one-process steps; ``False`` keeps per-process
             statistics (faster, but then the step depends on the number of
             processes).
+        progress: A progress factory (:mod:`nni_robust.progress`, e.g.
+            ``tqdm.tqdm``): one bar over every batch of the run, with the
+            epoch's loss and accuracy after each epoch. None (the default)
+            shows nothing.
 
     Attributes:
         epoch: Number of finished epochs.
@@ -378,7 +383,8 @@ class AdversarialTrainer:
                  checkpoint_path: str | Path | None = None, writer: Any = None,
                  before_step: Callable[[nn.Module, int], Any] | None = None,
                  on_epoch_end: Callable[[int, dict[str, float]], Any] | None = None,
-                 log_every: int = 100, distributed: bool = False, sync_bn: bool = True) -> None:
+                 log_every: int = 100, distributed: bool = False, sync_bn: bool = True,
+                 progress: Callable[..., Any] | None = None) -> None:
         if not isinstance(config, TrainConfig):
             raise ConfigError(f"config must be a TrainConfig, but got {type(config).__name__}; "
                               "use TrainConfig.from_dict for dicts.")
@@ -404,6 +410,7 @@ class AdversarialTrainer:
         self.before_step = before_step
         self.on_epoch_end = on_epoch_end
         self.log_every = int(log_every)
+        self.progress, self._bar = progress, None
         self.attack: Attack | None = build_attack(
             config.attack, eps=config.eps, step=config.step, steps=config.steps,
             random_start=config.random_start, autocast=config.autocast)
@@ -558,6 +565,9 @@ class AdversarialTrainer:
             self.epoch += 1
             metrics = {"epoch": self.epoch, **metrics}
             self.history.append(metrics)
+            if self._bar is not None:
+                self._bar.set_postfix_str(f"epoch {self.epoch}/{cfg.epochs}, loss {metrics['train_loss']:.3f}, "
+                                          f"acc {metrics['train_acc']:.1%}")
             self._save(train_loader)
             self._log_epoch(metrics)
             stop = self.on_epoch_end is not None and self.on_epoch_end(self.epoch, dict(metrics)) is True
@@ -568,6 +578,9 @@ class AdversarialTrainer:
                 break
         if self.writer is not None:
             self.writer.flush()
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
         return list(self.history)
 
     def _seed(self, seed: int) -> None:
@@ -585,6 +598,10 @@ class AdversarialTrainer:
             model.drop_path_prob = cfg.drop_path_prob * self.epoch / cfg.epochs
         aux_weight = float(cfg.auxiliary_weight)
         model.train()
+        if self.progress is not None and self._bar is None:  # one bar over the run's batches
+            n = len(loader) if hasattr(loader, "__len__") else None  # type: ignore[arg-type]
+            self._bar = open_bar(self.progress, total=n * cfg.epochs if n else None, desc="training",
+                                 initial=n * self.epoch if n else 0)
         start = time.perf_counter()
         for i, (x, y) in enumerate(loader):
             x = x.to(device, non_blocking=True)
@@ -620,6 +637,8 @@ class AdversarialTrainer:
             correct += (logits.detach().argmax(dim=1) == y).sum()
             seen += n
             self.global_step += 1
+            if self._bar is not None:
+                self._bar.update(1)
             if self.log_every and self.global_step % self.log_every == 0:
                 run_loss, run_correct = torch.stack([loss_sum, correct.to(loss_sum.dtype)]).tolist()
                 logger.info("epoch %d step %d: loss %.4f acc %.4f", self.epoch + 1, i + 1,

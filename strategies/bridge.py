@@ -16,7 +16,8 @@ Every trial receives (``nni.get_next_parameter()``) one JSON dict::
      "args": dict,            # task arguments
      "settings": dict,        # the experiment's settings, the same for every trial
      "work_dir": str,         # folder shared by the tuner and all trials
-     "model_id": int}         # unique per submitted model, stable across resumes
+     "model_id": int,         # unique per submitted model, stable across resumes
+     "mutation_summary": {"kind": task, ...}}  # what NNI's web UI shows instead (.display)
 
 and reports a float, or a dict of floats with a ``"default"`` entry, to
 ``nni.report_final_result``. The strategy sees the float ``default`` as the
@@ -153,6 +154,8 @@ from nni_robust import jsonstate
 from nni_robust.errors import ConfigError, NniRobustError
 from nni_robust.tb import search_work_dir
 
+from .records import TRIALS_FILE, read_trials
+
 __all__ = [
     "strategy_names", "space_factories", "PARAMETER_KEYS", "TrialTask", "with_task", "task_model", "StrategyTuner",
     "BridgeEngine", "TaskModel", "resolve", "build_space", "build_strategy", "run_in_process",
@@ -178,7 +181,7 @@ def space_factories() -> dict[str, str]:
 
 
 #: Keys of the parameter dict every trial receives.
-PARAMETER_KEYS = ("task", "sample", "args", "settings", "work_dir", "model_id")
+PARAMETER_KEYS = ("task", "sample", "args", "settings", "work_dir", "model_id", "mutation_summary")
 
 _SETTINGS_MODULE = "nni_robust.strategies.settings"
 _STATE_FORMAT = "nni_robust.bridge/1"
@@ -366,6 +369,9 @@ def _replay_key(task: str, sample: Any, args: Mapping[str, Any]) -> str:
 
 def _parse_value(value: Any) -> tuple[float | None, dict]:
     """(scalar metric or None, full result dict) of a reported final result."""
+    from .display import restore
+
+    value = restore(value)  # (a trial that is not the objective reports its default as a text for NNI's web UI)
     if isinstance(value, Mapping):
         final = dict(value)
         scalar = value.get("default")
@@ -1063,14 +1069,17 @@ class StrategyTuner(Tuner):
         else:
             name, args = task.task, task.args
         sample = getattr(model, "sample", None)
+        from .display import SUMMARY_KEY, parameter_summary
+
         return {"task": name, "sample": dict(sample) if sample is not None else None, "args": dict(args),
-                "settings": self._settings, "work_dir": str(self.work_dir), "model_id": model.model_id}
+                "settings": self._settings, "work_dir": str(self.work_dir), "model_id": model.model_id,
+                SUMMARY_KEY: parameter_summary(name, args)}
 
     def _record_trial(self, record: dict) -> None:
         record = dict(record, experiment_id=self.experiment_id)
         line = json.dumps(record, default=repr)
         with self._trials_lock:
-            with open(self.work_dir / "trials.jsonl", "a", encoding="utf-8") as f:
+            with open(self.work_dir / TRIALS_FILE, "a", encoding="utf-8") as f:
                 f.write(line + "\n")
         self._dirty = True
         if self._done.is_set():
@@ -1117,16 +1126,12 @@ class StrategyTuner(Tuner):
         """(saved state or None, known results by replay key, largest model id) from ``work_dir``."""
         known: dict[str, tuple[float | None, dict]] = {}
         max_model_id = -1
-        trials = self.work_dir / "trials.jsonl"
+        trials = self.work_dir / TRIALS_FILE
         if trials.exists():
-            for n, line in enumerate(trials.read_text(encoding="utf-8").splitlines(), 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                    params = record["parameters"]
-                except (ValueError, KeyError) as exc:
-                    _logger.warning("%s line %d unreadable (%s); skipped.", trials, n, exc)
+            for n, record in enumerate(read_trials(self.work_dir), 1):
+                params = record.get("parameters")
+                if not isinstance(params, dict):
+                    _logger.warning("%s record %d has no parameters; skipped.", trials, n)
                     continue
                 max_model_id = max(max_model_id, int(params.get("model_id", -1)))
                 if record.get("status") == "SUCCEEDED" and record.get("result") is not None:
@@ -1256,18 +1261,37 @@ def run_stages(strategy: Any, stages: Sequence[str], *, label: str,
     ``"done"``. A stage that raises :class:`StageInterrupted` (the engine's trial
     budget ran out, or it shut down) leaves ``_stage`` where it is and returns.
     ``after_stage`` runs after each finished stage (it may set ``_stage``).
+    Each stage entered (and ``done``, or ``interrupted``) is written to the
+    engine's ``work_dir/progress.json`` (``{"strategy", "stage", "stages",
+    "state", "time"}``), which ``nni-robust run`` reports.
     """
+    def note(state: str = "") -> None:
+        folder = getattr(getattr(strategy, "engine", None), "work_dir", None)
+        if folder is None:
+            return
+        info = {"strategy": label, "stage": strategy._stage, "stages": list(stages), "state": state,
+                "time": time.time()}
+        try:  # (replaced at once: a reader never sees half a file)
+            tmp = Path(folder) / "progress.json.tmp"
+            tmp.write_text(json.dumps(info))
+            os.replace(tmp, Path(folder) / "progress.json")
+        except OSError as exc:
+            _logger.debug("Could not write progress.json: %s", exc)
+
     while strategy._stage != "done":
         _logger.info("%s: stage %s", label, strategy._stage)
+        note()
         try:
             getattr(strategy, f"_stage_{strategy._stage}")()
         except StageInterrupted:
             _logger.warning("%s stops in stage %r: the engine has no trial budget left or has shut down. "
                             "Resume (same work_dir) to continue from this stage.", label, strategy._stage)
+            note("interrupted")
             return
         strategy._stage = stages[stages.index(strategy._stage) + 1]
         if after_stage is not None:
             after_stage()
+    note()
 
 
 def strategy_work_dir(strategy: Any, work_dir: str | os.PathLike | None) -> Path:

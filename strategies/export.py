@@ -9,6 +9,8 @@ from typing import Mapping
 
 from nni_robust.errors import ConfigError
 
+from .records import TRIALS_FILE, read_trials
+
 __all__ = ["export_best"]
 
 
@@ -25,13 +27,12 @@ def export_best(work_dir: str | Path, output: str | Path | None = None) -> Path:
     if src.exists():
         data = json.loads(src.read_text())
     else:
-        trials = work_dir / "trials.jsonl"
+        trials = work_dir / TRIALS_FILE
         if not trials.exists():
             raise ConfigError(f"{work_dir} holds neither best_architecture.json nor trials.jsonl; "
                               "is it the work_dir of a search?")
         best = None
-        for line in trials.read_text().splitlines():
-            rec = json.loads(line)
+        for rec in read_trials(work_dir):
             params, result = rec.get("parameters") or {}, rec.get("result")
             if params.get("task") == "final" or not params.get("sample") or not isinstance(result, Mapping):
                 continue

@@ -75,7 +75,8 @@ def test_report_and_tensorboard(run):
         rows = list(csv.DictReader(fh))
     assert len(rows) == 8 * 30 and rows[0]["remaining_before"] == "9" and rows[-1]["remaining_before"] == "2"
     search = next(t for t in Nnictl.by_task(run, "abandit_search"))
-    (events,) = (Nnictl.trial_dir(run, search) / "tensorboard").glob("events.out.tfevents.*")
+    (events,) = (Nnictl.trial_dir(run, search) / "tensorboard" / f"abandit_search-{search['trialJobId']}").glob(
+        "events.out.tfevents.*")
     acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
     acc.Reload()
     tags = set(acc.Tags()["scalars"])

@@ -82,7 +82,8 @@ def test_tensorboard_scalars_and_architecture_images(run):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     search = Nnictl.by_task(run, "wsrnas_search")[0]
-    (events,) = (_trial_dir(run, search) / "tensorboard").glob("events.out.tfevents.*")
+    (events,) = (_trial_dir(run, search) / "tensorboard" / f"wsrnas_search-{search['trialJobId']}").glob(
+        "events.out.tfevents.*")
     acc = EventAccumulator(str(events), size_guidance={"images": 0, "scalars": 0})
     acc.Reload()
     assert sorted(acc.Tags()["images"]) == ["arch/normal", "arch/reduce"]

@@ -144,7 +144,7 @@ def test_trial_tasks_supernet_evaluate_final(tmp_path):
         assert supernet_path(tmp_path / "supernets", w).exists()
         assert 0.0 <= final["default"] <= 1.0
     assert len(reports) == 3 and all("default" in r for r in reports)  # one intermediate per epoch
-    assert list((tmp_path / "trials" / "4" / "tensorboard").glob("events.out.tfevents.*"))
+    assert list((tmp_path / "trials" / "4" / "tensorboard" / "supernet-4").glob("events.out.tfevents.*"))
     sample = DenseRobArch.random(Layout.from_name(LAYOUT), random.Random(7)).to_sample()
     final, full = run_task({"task": "evaluate", "sample": sample, "settings": settings, "work_dir": str(tmp_path),
                             "args": {"widths": [4, 6, 8], "target_mflops": 0.6, "family": "ilog2",

@@ -112,7 +112,9 @@ def test_the_trial_runner_seeds_every_generator_from_settings_seed(monkeypatch, 
     def task(ctx):
         return {"default": 0.0}, {"draws": [random.random(), float(np.random.rand()), float(torch.rand(()))]}
 
-    monkeypatch.setattr(run_module, "task_function", lambda name: task)
+    import nni_robust.strategies.registry as registry  # the runner looks tasks up lazily (no torch at import)
+
+    monkeypatch.setattr(registry, "task_function", lambda name: task)
     draws = []
     for n, seed in ((1, 0), (17, 0), (1, 1)):
         disturb(n)

@@ -8,7 +8,9 @@ Subcommands:
     evaluate    clean / FGSM / PGD accuracy of a model written by ``train``
     check       validate an experiment YAML (NNI keys and our tuner's classArgs)
     run         start ``nnictl create`` on a YAML, wait for it, print the result
+    resume      resume a stopped experiment by id and wait for it
     benchmark   ``benchmark tabular``: search strategies side by side on a tabular robustness benchmark
+    leaderboard every method's experiment one after another: search cost, size and robustness side by side
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,39 @@ from nni_robust.errors import NniRobustError
 __all__ = ["main", "build_parser"]
 
 logger = logging.getLogger("nni_robust.cli")
+
+DESCRIPTION = "Adversarially robust architecture search on Microsoft NNI: run a search, train and evaluate what it \
+found, compare methods."
+EPILOG = """first steps:
+  nni-robust run experiments/msrobnet-quick.yml   a whole search on the embedded digits data (minutes on a laptop)
+  nni-robust presets                              the published architectures, by name
+  nni-robust train MSRobNet-1000 -o out           train one adversarially and evaluate it
+
+'nni-robust COMMAND --help' explains a command's options."""
+
+
+def _darts_presets() -> dict[str, Any]:
+    """The DARTS-space architectures of nni_robust/spaces/data/darts_presets.json (and the unavailable ones)."""
+    from importlib import resources
+
+    return json.loads(resources.files("nni_robust.spaces").joinpath("data/darts_presets.json").read_text())
+
+
+def _darts_preset(name: str):
+    """(architecture, space) of a DARTS-space preset ``name`` (case-insensitive), or None."""
+    from nni_robust.errors import ConfigError
+
+    data = _darts_presets()
+    key = next((k for k in data["presets"] if k.lower() == name.lower()), None)
+    if key is None:
+        gone = next((k for k in data["unavailable"] if k.lower() == name.lower()), None)
+        if gone is not None:
+            raise ConfigError(f"{gone} is listed in its paper but not available: {data['unavailable'][gone]['reason']}")
+        return None
+    from nni_robust.spaces.darts import DartsArch
+
+    entry = data["presets"][key]
+    return DartsArch.from_darts_genotype(entry["genotype"]), dict(entry["space"])
 
 
 def _load_arch(spec: str):
@@ -49,6 +85,9 @@ def _load_arch(spec: str):
         if spec in list_presets():
             preset = get_preset(spec)
             return preset.arch, preset, None
+        darts = _darts_preset(spec) if "/" not in spec and not spec.endswith(".json") else None
+        if darts is not None:
+            return darts[0], None, darts[1]
         if "/" in spec or "\\" in spec or spec.endswith(".json") or path.exists():
             raise ConfigError(f"architecture file {spec!r} does not exist (or is not a file); give an architecture "
                               f"JSON file, a JSON string or a preset name ({', '.join(list_presets())}).")
@@ -138,13 +177,62 @@ def cmd_profile(ns: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_presets(ns: argparse.Namespace) -> int:
-    from nni_robust.spaces.presets import get_preset, list_presets
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(r[k])) for r in [header, *rows]) for k in range(len(header))]
+    line = lambda r: "  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
 
-    for name in list_presets():
-        p = get_preset(name)
-        print(f"{name:20s} C={p.init_channels:<3d} published: {p.published}")
+
+def _paper(text: str) -> str:
+    """``Ning et al., Multi-shot NAS ..., Table 1`` -> ``Ning et al., Table 1`` (short enough for a table)."""
+    parts = [p.strip() for p in str(text).split(",")]
+    if len(parts) >= 3 and len(parts[1]) > 25:
+        parts = [parts[0], *parts[2:]]
+    out = ", ".join(parts).split(";")[0]
+    out = re.sub(r"^(\w+) \(([^)]*)\)", r"\1", out) if len(out) > 46 else out  # DSARA (its title), ...
+    return out if len(out) <= 50 else out[:47] + "..."
+
+
+def cmd_presets(ns: argparse.Namespace) -> int:
+    from nni_robust.spaces.presets import PRESETS, UNAVAILABLE
+
+    rows = []
+    for name, p in PRESETS.items():
+        space = f"dense_rob {p.layout.to_json_value()}"
+        rows.append([name, _paper(p.paper), space, f"{p.init_channels}", f"{p.params_M:.2f}" if p.params_M else "-",
+                     f"{p.flops_M:.0f}" if p.flops_M else "-", "yes"])
+    darts = _darts_presets()
+    for name, e in darts["presets"].items():
+        built = e.get("built") or {}
+        rows.append([name, _paper(e["paper"]), f"darts, {e['space'].get('num_cells')} cells", str(e["init_channels"]),
+                     f"{built['params_M']:.2f}*" if built.get("params_M") else "-",
+                     f"{built['flops_M']:.0f}*" if built.get("flops_M") else "-", "yes"])
+    gone = [(n, r) for n, r in UNAVAILABLE.items()] + [(n, e["reason"]) for n, e in darts["unavailable"].items()]
+    for name, reason in gone:
+        entry = darts["unavailable"].get(name, {})
+        published = entry.get("published") or {}
+        space = entry.get("space", "dense_rob")
+        paper = entry.get("paper", "")
+        if name in UNAVAILABLE:  # presets.json keeps their published sizes; the paper is their family's
+            published = published or _unavailable_sizes().get(name, {})
+            paper = next((p.paper for n, p in PRESETS.items() if n.split("-")[0] == name.split("-")[0]), "")
+        rows.append([name, _paper(paper) or "-", space, "-",
+                     f"{published['params_M']:.2f}" if published.get("params_M") else "-",
+                     f"{published['flops_M']:.0f}" if published.get("flops_M") else "-", "no"])
+    print(_table(["name", "paper", "space", "C", "params (M)", "MFLOPs", "genotype public"], rows))
+    print("\nSizes at 32x32 as published (FLOPs = 2 x multiply-adds); * = counted here (the DARTS paper publishes "
+          "3.3 M parameters and no FLOPs).\nA name with 'genotype public: yes' is an architecture for profile and "
+          "train, e.g. 'nni-robust profile DARTS_V2'; the others are listed in their papers only:")
+    for name, reason in gone:
+        print(f"  {name}: {reason.split(':')[0]}")  # (presets.json's reasons go on with where it was searched)
     return 0
+
+
+def _unavailable_sizes() -> dict[str, dict]:
+    from importlib import resources
+
+    data = json.loads(resources.files("nni_robust.spaces").joinpath("data/presets.json").read_text())
+    return {k: v.get("published") or {} for k, v in data.get("unavailable", {}).items()}
 
 
 def cmd_export(ns: argparse.Namespace) -> int:
@@ -181,7 +269,8 @@ def cmd_train(ns: argparse.Namespace) -> int:
     if ns.target_mflops is None and ns.init_channels is None:
         raise SystemExit("nni-robust train: give --target-mflops or --init-channels")
     report = train_final(settings, arch, ns.output, target_mflops=ns.target_mflops,
-                         init_channels=ns.init_channels, tb_dir=Path(ns.output) / "tensorboard", nproc=ns.nproc)
+                         init_channels=ns.init_channels, tb_dir=Path(ns.output) / "tensorboard", nproc=ns.nproc,
+                         progress=_bars(ns.progress))
     if report is not None:  # (inside torchrun, rank 0 alone has the report)
         print(json.dumps({k: report[k] for k in ("init_channels", "mflops", "params_M", "accuracy")}, indent=2))
     return 0
@@ -208,7 +297,7 @@ def cmd_evaluate(ns: argparse.Namespace) -> int:
         for flag in ("eps", "source", "autoattack_images"):
             if getattr(ns, flag) is not None:
                 raise ConfigError(f"--{flag.replace('_', '-')} needs --suite (quick, standard or full).")
-        acc = evaluate_checkpoint(settings, ns.model, out_dir=ns.output)
+        acc = evaluate_checkpoint(settings, ns.model, out_dir=ns.output, progress=_bars(ns.progress))
         print(json.dumps(acc, indent=2))
         return 0
     spec: dict[str, Any] = {"suite": ns.suite}
@@ -219,7 +308,7 @@ def cmd_evaluate(ns: argparse.Namespace) -> int:
     source, source_name = _transfer_source(ns.source, settings, ns.model) if ns.source else (None, None)
     out = ns.output or str(Path(ns.model).resolve().parent)
     report = evaluate_checkpoint(settings, ns.model, out_dir=out, robustness=spec, source=source,
-                                 source_name=source_name, progress=True)
+                                 source_name=source_name, progress=_bars(ns.progress) or False)
     print(Path(report["paths"]["markdown"]).read_text())
     print(json.dumps(report["paths"], indent=2))
     return 0
@@ -274,10 +363,28 @@ def cmd_check(ns: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def _bars(flag: bool | None):
+    """A tqdm progress factory (nni_robust.progress) on stderr: with --progress, or by default on a terminal."""
+    if flag is False or (flag is None and not sys.stderr.isatty()):
+        return None
+    import functools
+
+    from tqdm import tqdm
+
+    return functools.partial(tqdm, file=sys.stderr, dynamic_ncols=True, mininterval=0.5, smoothing=0.1)
+
+
+def _lines(flag: bool | None):
+    """Where nni-robust run prints its progress lines (stderr), or None with --no-progress."""
+    if flag is False:
+        return None
+    return lambda line: print(line, file=sys.stderr, flush=True)
+
+
 def cmd_run(ns: argparse.Namespace) -> int:
     from .experiment import run_experiment
 
-    result = run_experiment(ns.config, port=ns.port, timeout=ns.timeout, keep=ns.keep)
+    result = run_experiment(ns.config, port=ns.port, timeout=ns.timeout, keep=ns.keep, progress=_lines(ns.progress))
     return _summarise(result, ns.keep)
 
 
@@ -285,7 +392,7 @@ def cmd_resume(ns: argparse.Namespace) -> int:
     from .experiment import resume_experiment
 
     result = resume_experiment(ns.id, experiment_dir=ns.experiment_dir, port=ns.port, timeout=ns.timeout,
-                               keep=ns.keep)
+                               keep=ns.keep, progress=_lines(ns.progress))
     return _summarise(result, ns.keep)
 
 
@@ -302,7 +409,46 @@ def cmd_benchmark_tabular(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_leaderboard(ns: argparse.Namespace) -> int:
+    from .leaderboard import run_leaderboard
+
+    def progress(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    doc = run_leaderboard(ns.config, out=ns.out, methods=ns.methods, readme=ns.readme, resume=ns.resume,
+                          timeout=ns.timeout, experiment_dir=ns.experiment_dir, progress=progress,
+                          experiment_progress=progress,
+                          command=" ".join(["nni-robust leaderboard", ns.config, *(["--methods", *ns.methods]
+                                                                                   if ns.methods else [])]))
+    print(Path(doc["paths"]["md"]).read_text())
+    print(json.dumps(doc["paths"], indent=2))
+    return 0 if all(r.get("status") == "ok" for r in doc["rows"]) else 1
+
+
+def _closing_summary(result: dict, keep: bool) -> None:
+    """The run's summary for a person (stderr), after writing the experiment's report page."""
+    from .monitor import closing_summary
+
+    page = None
+    try:  # nni-robust report, when the command exists: the page the summary points to
+        from .report import write_report
+
+        paths = write_report(result["experiment_dir"], experiment_dir=str(Path(result["experiment_dir"]).parent))
+        page = str(paths.get("html") or paths.get("md"))
+    except ImportError:
+        pass
+    except Exception as exc:  # the page is a convenience: the run's result stands without it
+        logger.warning("Could not write the report page (%s); try: nni-robust report %s", exc, result["id"])
+    try:
+        text = closing_summary(result, keep=keep, report=page)
+    except Exception:  # (never lose the JSON result over the summary)
+        logger.exception("Could not write the run's summary.")
+        return
+    print("\n" + text + "\n", file=sys.stderr, flush=True)
+
+
 def _summarise(result: dict, keep: bool) -> int:
+    _closing_summary(result, keep)
     counts: dict[str, dict[str, int]] = {}
     finals = []
     for t in result["trials"]:
@@ -329,12 +475,12 @@ def _summarise(result: dict, keep: bool) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nni-robust", description=__doc__,
+    parser = argparse.ArgumentParser(prog="nni-robust", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-v", "--verbose", action="store_true")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages too")
+    sub = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
 
-    p = sub.add_parser("profile", help="params and FLOPs of an architecture")
+    p = sub.add_parser("profile", help="parameters and FLOPs of an architecture (a JSON file or a preset name)")
     p.add_argument("arch", help="architecture JSON file, JSON string, or preset name")
     p.add_argument("--width", type=int, help="init channels (default: the preset's, else 36)")
     p.add_argument("--target-mflops", type=float, help="widen to this many MFLOPs (Eq. 2)")
@@ -347,13 +493,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("presets", help="list the built-in published architectures")
     p.set_defaults(func=cmd_presets)
 
-    p = sub.add_parser("export", help="export the best architecture of a search")
+    p = sub.add_parser("export", help="write the best architecture of a finished search (from its work dir)")
     p.add_argument("work_dir", help="the search's work dir (tuner classArg work_dir)")
     p.add_argument("-o", "--output", help="where to write the JSON (default: WORK_DIR/best_architecture.json)")
     p.set_defaults(func=cmd_export)
 
-    for name, func, helptext in (("train", cmd_train, "final adversarial training + evaluation"),
-                                 ("evaluate", cmd_evaluate, "evaluate a trained final model")):
+    for name, func, helptext in (("train", cmd_train, "widen an architecture to a target FLOPs, train it "
+                                  "adversarially, evaluate it"),
+                                 ("evaluate", cmd_evaluate, "clean / FGSM / PGD accuracy (or a robustness report) of "
+                                  "a model written by train")):
         p = sub.add_parser(name, help=helptext)
         if name == "train":
             p.add_argument("arch", help="architecture JSON file, JSON string, or preset name")
@@ -382,6 +530,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--data-root")
         p.add_argument("--device")
         p.add_argument("--eval-images", type=int, help="evaluate on the first N test images")
+        p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                       help="progress bars with the time left, on stderr (default: when stderr is a terminal)")
         p.set_defaults(func=func)
 
     p = sub.add_parser("check", help="validate an experiment YAML (and that this machine can run it)")
@@ -395,6 +545,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=0, help="web UI port (0: a free one)")
     p.add_argument("--timeout", type=float, default=None, help="seconds to wait (default: no limit)")
     p.add_argument("--keep", action="store_true", help="leave the experiment (and web UI) running")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="one line per trial started or ended and per stage of the search, on stderr (default: on)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("resume", help="resume a stopped experiment by id (nnictl resume) and wait for it")
@@ -404,6 +556,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=0, help="web UI port (0: a free one)")
     p.add_argument("--timeout", type=float, default=None, help="seconds to wait (default: no limit)")
     p.add_argument("--keep", action="store_true", help="leave the experiment (and web UI) running")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="one line per trial started or ended and per stage of the search, on stderr (default: on)")
     p.set_defaults(func=cmd_resume)
 
     p = sub.add_parser("benchmark", help="search strategies side by side on a tabular benchmark")
@@ -420,7 +574,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="processes running the runs (default 1; results do not "
                    "depend on it)")
     p.set_defaults(func=cmd_benchmark_tabular)
+
+    p = sub.add_parser("leaderboard", help="every method's experiment one after another: cost, size and robustness "
+                       "side by side")
+    p.add_argument("config", nargs="?", default="benchmarks/leaderboard-quick.yml",
+                   help="leaderboard YAML (default: benchmarks/leaderboard-quick.yml)")
+    p.add_argument("--methods", nargs="+", help="run only these methods of the config (its names)")
+    p.add_argument("--out", default="leaderboard", help="output folder: leaderboard.{md,csv,json,png} "
+                   "(default: ./leaderboard)")
+    p.add_argument("--readme", help="replace the section between '<!-- leaderboard:start -->' and "
+                   "'<!-- leaderboard:end -->' of this file with the table and the plot")
+    p.add_argument("--resume", action="store_true", help="reuse the finished rows of OUT/leaderboard.json whose "
+                   "experiment (after the overrides) is unchanged; run the others")
+    p.add_argument("--timeout", type=float, help="seconds per experiment (default: the config's timeout)")
+    p.add_argument("--experiment-dir", help="NNI's experiment folder (default: each YAML's "
+                   "experimentWorkingDirectory, else ~/nni-experiments)")
+    p.set_defaults(func=cmd_leaderboard)
+
+    from .report import add_parser as add_report_parser  # nni-robust report EXPERIMENT: the experiment's page
+    add_report_parser(sub)
+    _describe_commands(sub)
     return parser
+
+
+def _describe_commands(sub: Any) -> None:
+    """Each command's --help starts with what the command does (its one-line help), sub-commands included."""
+    for action in sub._choices_actions:  # (argparse keeps the help of each choice here)
+        parser = sub.choices.get(action.dest)
+        if parser is None:
+            continue
+        if parser.description is None and action.help:
+            parser.description = action.help[0].upper() + action.help[1:] + "."
+        for child in parser._actions:
+            if isinstance(child, argparse._SubParsersAction):
+                _describe_commands(child)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,13 +23,14 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import yaml
 
-from nni_robust.config import check_keys
 from nni_robust.errors import ConfigError, NniRobustError
+from nni_robust.strategies.records import TRIALS_FILE
 
+from .monitor import ENDED, ExperimentProgress, pair_trials, read_markers, read_stage, read_trial_records
 from .tradeoff import check_command
 from .yaml_files import BRIDGE, load_experiment_settings, load_yaml
 
@@ -205,7 +206,7 @@ def _nnictl() -> str:
 def run_experiment(config: str | Path, *, port: int = 0, timeout: float | None = None,
                    keep: bool = False, experiment_dir: str | Path | None = None,
                    poll: float = 2.0, overrides: Mapping[str, Any] | None = None,
-                   stop_after: int | None = None) -> dict[str, Any]:
+                   stop_after: int | None = None, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run an experiment YAML under nnictl, wait until it ends, and summarise it.
 
     Args:
@@ -218,13 +219,17 @@ def run_experiment(config: str | Path, *, port: int = 0, timeout: float | None =
         overrides: top-level YAML keys to replace (e.g. ``{"maxTrialNumber": 3}``).
         stop_after: stop the experiment (status ``STOPPED``) as soon as this
             many trials have ended, e.g. to :func:`resume_experiment` it later.
+        progress: called with one line per event while it runs (a trial
+            started or ended, the strategy's stage changed: :class:`.monitor.ExperimentProgress`).
 
     An experiment whose tuner did not connect within NNI's 10 seconds (status
     ``ERROR`` before any trial: a loaded machine) is stopped and started again,
     up to 3 times.
 
     Returns:
-        ``{"id", "status", "port", "work_dir", "trials": [...], "failed_trials", "best"}``.
+        ``{"id", "status", "port", "work_dir", "experiment_dir", "trials": [...], "failed_trials", "best",
+        "seconds", "tuner_args"}``; each trial with the parameters it really ran, paired by
+        parameter id (:func:`.monitor.pair_trials`), not by NNI's trial list.
     """
     config = Path(config).resolve()
     summary = check_experiment(config)  # a bad key fails here, before anything starts
@@ -256,7 +261,7 @@ def run_experiment(config: str | Path, *, port: int = 0, timeout: float | None =
             exp_id = _nnictl_start(["create", "--config", str(tmp_cfg), "--port", str(run_port)])
         logger.info("Experiment %s started: web UI at http://127.0.0.1:%d", exp_id, run_port)
         result = _follow(exp_id, run_port, data, exp_dir, timeout=timeout, keep=keep, poll=poll,
-                         stop_after=stop_after)
+                         stop_after=stop_after, progress=progress)
         # NNI gives the tuner process 10 s to connect; on a loaded machine its imports alone can take
         # longer, and the experiment ends in ERROR before any trial. That failure (only) is retried.
         late_tuner = result["status"] == "ERROR" and not result["trials"] and any(
@@ -270,7 +275,8 @@ def run_experiment(config: str | Path, *, port: int = 0, timeout: float | None =
 
 
 def resume_experiment(exp_id: str, *, experiment_dir: str | Path, port: int = 0, timeout: float | None = None,
-                      keep: bool = False, poll: float = 2.0, stop_after: int | None = None) -> dict[str, Any]:
+                      keep: bool = False, poll: float = 2.0, stop_after: int | None = None,
+                      progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """``nnictl resume`` a stopped experiment, wait until it ends, and summarise it.
 
     Args:
@@ -291,7 +297,8 @@ def resume_experiment(exp_id: str, *, experiment_dir: str | Path, port: int = 0,
     logger.info("Experiment %s resumed: web UI at http://127.0.0.1:%d", exp_id, port)
     profile = rest_get(port, "experiment")
     data = dict(profile.get("params") or {})
-    return _follow(exp_id, port, data, exp_dir, timeout=timeout, keep=keep, poll=poll, stop_after=stop_after)
+    return _follow(exp_id, port, data, exp_dir, timeout=timeout, keep=keep, poll=poll, stop_after=stop_after,
+                   progress=progress)
 
 
 def _env() -> dict[str, str]:
@@ -329,10 +336,13 @@ def stop_experiment(exp_id: str) -> None:
 
 
 def _follow(exp_id: str, port: int, data: Mapping[str, Any], exp_dir: Path, *, timeout: float | None,
-            keep: bool, poll: float, stop_after: int | None) -> dict[str, Any]:
+            keep: bool, poll: float, stop_after: int | None,
+            progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     start = time.monotonic()
     status: dict[str, Any] = {}
-    ended_states = ("SUCCEEDED", "FAILED", "USER_CANCELED", "SYS_CANCELED", "EARLY_STOPPED")
+    work_dir = experiment_work_dir(data, exp_dir, exp_id)
+    watch = _Watch(exp_id, port, exp_dir / exp_id, work_dir, progress) if progress is not None else None
+    jobs: list = []
     try:
         while True:
             try:
@@ -340,6 +350,8 @@ def _follow(exp_id: str, port: int, data: Mapping[str, Any], exp_dir: Path, *, t
             except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
                 status = {"status": "UNREACHABLE"}
             st = status.get("status")
+            if watch is not None:
+                watch.look(st)
             if st in ("DONE", "ERROR", "STOPPED", "VIEWED"):
                 break
             if st == "NO_MORE_TRIAL" or stop_after is not None:
@@ -347,7 +359,7 @@ def _follow(exp_id: str, port: int, data: Mapping[str, Any], exp_dir: Path, *, t
                     jobs = rest_get(port, "trial-jobs")
                 except (urllib.error.URLError, OSError):
                     jobs = []
-                if stop_after is not None and sum(j.get("status") in ended_states for j in jobs) >= stop_after:
+                if stop_after is not None and sum(j.get("status") in ENDED for j in jobs) >= stop_after:
                     status = {**status, "status": "STOPPED"}
                     break
                 if st == "NO_MORE_TRIAL" and jobs and all(
@@ -365,42 +377,55 @@ def _follow(exp_id: str, port: int, data: Mapping[str, Any], exp_dir: Path, *, t
     finally:
         if not keep or status.get("status") in ("TIMEOUT", "STOPPED"):  # (stopping a stopped one is a no-op)
             stop_experiment(exp_id)
-    trials = []
-    for job in jobs:
-        final = None
-        for m in job.get("finalMetricData") or []:
-            final = _decode(m.get("data"))
-        intermediate = [_decode(m.get("data")) for m in metrics
-                        if m.get("trialJobId") == job.get("trialJobId") and m.get("type") == "PERIODICAL"]
-        trials.append({"trialJobId": job.get("trialJobId"), "status": job.get("status"),
-                       "parameters": _job_params(job), "final": final, "intermediate": intermediate})
-    work_dir = experiment_work_dir(data, exp_dir, exp_id)
+    # each trial with the parameters it ran: by the parameter id its metrics carry (microsoft/nni#5726)
+    trials = pair_trials(jobs, metrics, records=read_trial_records(work_dir, exp_id),
+                         markers=read_markers(exp_dir / exp_id))
+    if watch is not None:
+        watch.progress.update(trials=trials, stage=read_stage(work_dir))
     best_path = work_dir / "best_architecture.json"
     return {"id": exp_id, "status": status.get("status"), "errors": status.get("errors"), "port": port,
             "experiment_dir": str(exp_dir / exp_id), "work_dir": str(work_dir), "trials": trials,
             "failed_trials": [t["trialJobId"] for t in trials if t["status"] != "SUCCEEDED"],
             "best": json.loads(best_path.read_text()) if best_path.exists() else None,
-            "seconds": time.monotonic() - start}
+            "seconds": time.monotonic() - start,
+            "tuner_args": dict(((data.get("tuner") or {}).get("classArgs") or {}))}
 
 
-def _decode(value: Any) -> Any:
-    # NNI stores metrics as JSON inside a JSON string
-    for _ in range(3):
-        if not isinstance(value, str):
-            break
+class _Watch:
+    """The progress lines of :func:`_follow`: one look at the experiment per poll."""
+
+    def __init__(self, exp_id: str, port: int, exp_path: Path, work_dir: Path, emit: Callable[[str], None]) -> None:
+        self.exp_id, self.port, self.exp_path, self.work_dir = exp_id, port, exp_path, work_dir
+        self.progress = ExperimentProgress(emit)
+        self._metrics: dict[str, list] = {}  # trial id -> a metric of it that names its parameter id
+        self._records: tuple[Any, dict] = (None, {})
+
+    def _trial_records(self) -> dict:
+        path = self.work_dir / TRIALS_FILE
         try:
-            value = json.loads(value)
-        except ValueError:
-            break
-    return value
+            stat = path.stat()
+            key = (stat.st_mtime_ns, stat.st_size)
+        except OSError:
+            return {}
+        if key != self._records[0]:
+            self._records = (key, read_trial_records(self.work_dir, self.exp_id))
+        return self._records[1]
 
-
-def _job_params(job: Mapping[str, Any]) -> Any:
-    hp = job.get("hyperParameters") or []
-    if not hp:
-        return None
-    try:
-        value = json.loads(hp[-1]) if isinstance(hp[-1], str) else hp[-1]
-        return value.get("parameters", value)
-    except (TypeError, ValueError):
-        return None
+    def look(self, status: str | None) -> None:
+        try:
+            jobs = rest_get(self.port, "trial-jobs")
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError, ValueError):
+            return
+        markers = read_markers(self.exp_path)
+        for job in jobs:  # a running trial's parameter id, from its first metric, when it left no marker
+            tid = job.get("trialJobId")
+            if job.get("status") == "RUNNING" and tid not in markers and tid not in self._metrics:
+                try:
+                    found = [m for m in rest_get(self.port, f"metric-data/{tid}") if m.get("parameterId") is not None]
+                except (urllib.error.URLError, ConnectionError, TimeoutError, OSError, ValueError):
+                    found = []
+                if found:
+                    self._metrics[tid] = found[:1]
+        metrics = [m for ms in self._metrics.values() for m in ms]
+        trials = pair_trials(jobs, metrics, records=self._trial_records(), markers=markers)
+        self.progress.update(trials=trials, stage=read_stage(self.work_dir), status=status)
