@@ -242,10 +242,11 @@ def _trial_keeper_pid(sshd: LocalSshd, run: dict) -> int | None:
 def _keys(trials: list[dict]) -> dict[str, tuple[set, set]]:
     """task -> (final metric keys, intermediate metric keys) that every trial of the task reported, with the
     widths in the keys (``reward_c8``) written ``reward_c*`` and without an evaluation's ``est_<family>``
-    (reported for the families whose fit succeeded: that depends on the rewards) and ``fit_p<i>`` (one per
-    parameter of the chosen family: the two runs have different widths, so they may choose different families)."""
+    (reported for the families whose fit succeeded: that depends on the rewards), ``fit_rmse`` and ``fit_p<i>``
+    (reported when the chosen family's fit succeeded, one per parameter of that family: the two runs have
+    different widths, so they may choose different families and fail different fits)."""
     def kinds(keys) -> set[str]:
-        return {re.sub(r"_c\d+$", "_c*", k) for k in keys if not k.startswith(("est_", "fit_p"))}
+        return {re.sub(r"_c\d+$", "_c*", k) for k in keys if not k.startswith(("est_", "fit_p", "fit_rmse"))}
 
     out: dict[str, tuple[set, set]] = {}
     for t in trials:
