@@ -20,6 +20,7 @@ import json
 import logging
 import re
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -610,8 +611,16 @@ def _describe_commands(sub: Any) -> None:
                 _describe_commands(child)
 
 
+#: NNI 3.0 warns once per unknown torch class when its NAS layers are imported under a newer torch
+#: ("<class 'torch.nn.parameter.Buffer'> is found to be not a nn.Module ..."): harmless for the spaces here
+#: (tests/test_spaces.py builds every one), and noise at the top of every command's output.
+_NNI_TORCH_CLASS_WARNING = r"<class 'torch\..*'> is found to be not a nn.Module"
+
+
 def main(argv: list[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
+    if not ns.verbose:
+        warnings.filterwarnings("ignore", message=_NNI_TORCH_CLASS_WARNING, category=RuntimeWarning)
     logging.basicConfig(level=logging.DEBUG if ns.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
