@@ -71,6 +71,7 @@ import yaml
 
 from nni_robust.config import check_keys
 from nni_robust.errors import ConfigError
+from nni_robust.strategies.trust import read_warnings
 
 from .yaml_files import BRIDGE, load_yaml
 
@@ -313,13 +314,6 @@ def _tail(path: Path, lines: int = 3, chars: int = 400) -> str:
     return " | ".join(text.splitlines()[-lines:])[-chars:]
 
 
-def _read_warnings(work_dir: Path) -> list[dict[str, Any]]:
-    """The search's trust warnings (``warnings.jsonl``, see :mod:`nni_robust.strategies.trust`)."""
-    from nni_robust.strategies.trust import read_warnings
-
-    return read_warnings(work_dir)
-
-
 def _settings_summary(data: Mapping[str, Any]) -> dict[str, str]:
     """What the final network was trained and evaluated with, as short text (from the effective settings)."""
     from nni_robust.strategies.settings import TrialSettings
@@ -408,7 +402,7 @@ def gather_row(entry: MethodEntry, result: Mapping[str, Any], *, launched_at: fl
             report = json.loads(report_path.read_text())
             row["final_report"] = str(report_path)
             row["robustness_warnings"] = list((report.get("robustness") or {}).get("warnings") or [])
-    row["trust_warnings"] = [{"source": w.get("source"), "message": w.get("message")} for w in _read_warnings(work_dir)]
+    row["trust_warnings"] = [{"source": w.get("source"), "message": w.get("message")} for w in read_warnings(work_dir)]
     best = result.get("best") or {}
     row["estimate"] = best.get("estimate") if isinstance(best, Mapping) else None
     if effective is not None:

@@ -57,8 +57,8 @@ _ACCURACIES = (("acc_clean", "clean"), ("acc_fgsm", "FGSM"), ("acc_pgd7", "PGD-7
 
 
 # --------------------------------------------------------------------------- reading
-def _decode(value: Any) -> Any:
-    # NNI stores metrics and parameters as JSON inside a JSON string
+def decode_nni_json(value: Any) -> Any:
+    """A metric or parameter value as NNI stores it (JSON inside a JSON string, up to three deep), decoded."""
     for _ in range(3):
         if not isinstance(value, str):
             break
@@ -124,7 +124,7 @@ def read_stage(work_dir: str | Path | None) -> dict | None:
 def _parameter_sets(job: Mapping[str, Any]) -> list[dict]:
     out = []
     for hp in job.get("hyperParameters") or []:
-        value = _decode(hp)
+        value = decode_nni_json(hp)
         if isinstance(value, dict):
             out.append(value)
     return out
@@ -171,12 +171,12 @@ def pair_trials(jobs: Sequence[Mapping[str, Any]], metrics: Iterable[Mapping[str
         if pid is not None and tid is not None:
             metric_pid.setdefault(tid, pid)
         if m.get("type") == "PERIODICAL":
-            intermediate.setdefault(tid, []).append(_decode(m.get("data")))
+            intermediate.setdefault(tid, []).append(decode_nni_json(m.get("data")))
     out = []
     for job in jobs:
         tid = job.get("trialJobId")
         finals = job.get("finalMetricData") or []
-        final = restore(_decode(finals[-1].get("data"))) if finals else None
+        final = restore(decode_nni_json(finals[-1].get("data"))) if finals else None
         pid, how = None, None
         for m in finals:
             pid = _int(m.get("parameterId"))

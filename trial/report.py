@@ -46,7 +46,7 @@ from nni_robust.errors import ConfigError
 
 from nni_robust.strategies.records import read_trials
 
-from .monitor import trial_kind
+from .monitor import decode_nni_json, trial_kind
 
 __all__ = ["locate_experiment", "load_experiment", "build_report", "write_report", "REPORT_DIR"]
 
@@ -114,17 +114,6 @@ def _profile(exp_dir: Path) -> dict[str, Any]:
     return json.loads(row[0]) if row and row[0] else {}
 
 
-def _decode(value: Any) -> Any:
-    for _ in range(3):  # NNI stores metrics as JSON inside a JSON string
-        if not isinstance(value, str):
-            break
-        try:
-            value = json.loads(value)
-        except ValueError:
-            break
-    return value
-
-
 def _nni_trials(exp_dir: Path | None) -> list[dict[str, Any]]:
     """The trials of NNI's database: id, sequence, status, start/end (s), parameters, final, #intermediate, folder."""
     from nni_robust.strategies.display import restore
@@ -157,7 +146,7 @@ def _nni_trials(exp_dir: Path | None) -> list[dict[str, Any]]:
             if tid not in trials:
                 continue
             if kind == "FINAL":
-                trials[tid]["final"] = restore(_decode(data))
+                trials[tid]["final"] = restore(decode_nni_json(data))
             else:
                 trials[tid]["intermediate"] += 1
     except sqlite3.Error as exc:
