@@ -285,6 +285,10 @@ def test_resume_continues_the_same_study(tmp_path):
     assert not any(p in first_params for p in new_params)  # the resumed sampler does not replay draws
     assert {t.user_attrs["nni_session"] for t in trials[:5]} == {first.session}
     assert {t.user_attrs["nni_session"] for t in trials[5:]} == {second.session}
+    # the trial asked before the stop was told by the resumed process; the failed one by neither
+    assert trials[4].user_attrs["nni_told_session"] == second.session
+    assert {t.user_attrs["nni_told_session"] for t in trials[:2]} == {first.session}
+    assert "nni_told_session" not in trials[2].user_attrs
 
     # a foreign record is added; one outside the search space is skipped; known ones stay known
     foreign = {"x0": 0.5, "x1": 0.25, "kind": "b"}

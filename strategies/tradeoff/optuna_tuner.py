@@ -101,8 +101,11 @@ Results, failures, resume
   resume stays RUNNING in the study (NNI does not tell the tuner the ends of
   re-run trials).
 * Each trial's user attributes: ``nni_parameter_id``, ``nni_parameters``,
-  ``nni_experiment_id``, ``nni_session`` (one per tuner process), and after
-  its result ``nni_trial_job_id`` and ``nni_result`` (the reported dict).
+  ``nni_experiment_id``, ``nni_session`` (the tuner process that asked it;
+  one per process), and after its result ``nni_trial_job_id``, ``nni_result``
+  (the reported dict) and ``nni_told_session`` (the process that told it: a
+  trial asked before ``nnictl stop`` and re-run after the resume is told by
+  the resumed process).
 
 Outputs (in ``work_dir``, rewritten after results, at most every
 ``report_interval`` seconds, on the worker thread): ``pareto.md``,
@@ -828,6 +831,7 @@ class OptunaTuner(Tuner):
             except ValueError:
                 pass
         trial.set_user_attr("nni_result", value if isinstance(value, Mapping) else {"default": value})
+        trial.set_user_attr("nni_told_session", self.session)
         if job is not None:
             trial.set_user_attr("nni_trial_job_id", job)
         if reason is not None:
