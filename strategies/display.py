@@ -29,6 +29,12 @@ Which tasks are not the objective: a task function may say so with a
 is ``"final"``, a task whose name contains ``supernet`` is ``"supernet"``, and
 every other task is ``"search"`` (its ``default`` is the search's objective:
 an estimated reward, a fine-tuned accuracy, a search trial's validation reward).
+A trial whose arguments hold ``provisional: true`` is ``"provisional"``: its
+number is the objective measured before the search knew how to measure it
+(MSRobNet's random stage estimates under a stand-in extrapolation family before
+the family selection picks one, and re-reads them afterwards), so NNI does not
+rank it against the objective's trials either; the search's own export
+(``best_architecture.json``) ranks every trial under the final definition.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Mapping
 
-__all__ = ["SUMMARY_KEY", "VALUE_KEY", "OBJECTIVE", "task_kind", "parameter_summary", "for_nni", "restore"]
+__all__ = ["SUMMARY_KEY", "VALUE_KEY", "OBJECTIVE", "PROVISIONAL", "task_kind", "parameter_summary", "for_nni", "restore"]
 
 #: The parameter key NNI's web UI shows instead of the parameters (its ``RETIARIIPARAMETERS``).
 SUMMARY_KEY = "mutation_summary"
@@ -44,14 +50,19 @@ SUMMARY_KEY = "mutation_summary"
 VALUE_KEY = "value"
 #: The kind of the trials whose ``default`` is the search's objective.
 OBJECTIVE = "search"
+#: The kind of a trial whose objective was measured provisionally (its arguments hold ``provisional: true``).
+PROVISIONAL = "provisional"
 
 _MAX_ARGS = 5
 _PATH_KEYS = ("_dir", "_file", "_path", "dir", "file", "path", "root")
 
 
-def task_kind(task: str, fn: Callable[..., Any] | None = None) -> str:
+def task_kind(task: str, fn: Callable[..., Any] | None = None, args: Mapping[str, Any] | None = None) -> str:
     """``"search"`` (:data:`OBJECTIVE`) for a task whose ``default`` is the search's objective, else what the
-    task is (``"final"``, ``"supernet"``, or the task function's ``trial_kind``)."""
+    task is (``"final"``, ``"supernet"``, the task function's ``trial_kind``, or :data:`PROVISIONAL` when
+    the trial's ``args`` say ``provisional: true``)."""
+    if isinstance(args, Mapping) and args.get("provisional") is True:
+        return PROVISIONAL
     kind = getattr(fn, "trial_kind", None) if fn is not None else None
     if isinstance(kind, str) and kind:
         return kind
@@ -100,6 +111,8 @@ def _label(task: str, kind: str, final: Mapping[str, Any], value: float | None) 
         same = [k for k, v in final.items() if k.startswith("acc_") and k != "acc_clean" and _num(v) == value]
         parts.append(f"{same[0][4:] if same else 'default'} {_fmt(value)}")
         return " · ".join(parts)
+    if kind == PROVISIONAL:
+        return f"{task} · {_fmt(value)} (provisional)"
     width = _num(final.get("width"))
     name = f"{task} c{int(width)}" if width is not None and width.is_integer() else task
     return f"{name} · {_fmt(value)}"

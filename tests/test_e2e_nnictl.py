@@ -66,6 +66,31 @@ def test_trial_metrics(quick_run):
     assert "robustness_masking_warnings" in final
 
 
+def test_the_web_ui_ranks_only_the_search_stage(quick_run):
+    """What NNI's database (and so its web UI) holds as each trial's final ``default``: a number only for the
+    search stage's evaluations; text for the supernets, the final trial and the random stage's provisional
+    estimates (made before the family selection chose how to estimate)."""
+    import sqlite3
+
+    from nni_robust.trial.monitor import decode_nni_json
+
+    db = Path(quick_run["experiment_dir"]) / "db" / "nni.sqlite"
+    with sqlite3.connect(db) as con:
+        shown = {job: decode_nni_json(data) for job, data in
+                 con.execute("SELECT trialJobId, data FROM MetricData WHERE type = 'FINAL'")}
+    num_random = yaml.safe_load(QUICK.read_text())["tuner"]["classArgs"]["strategy_args"]["num_random"]
+    for t in quick_run["trials"]:
+        default = shown[t["trialJobId"]]["default"]
+        args = t["parameters"]["args"]
+        if t["parameters"]["task"] == "evaluate" and not args.get("provisional"):
+            assert isinstance(default, float), (t["trialJobId"], default)
+        else:
+            assert isinstance(default, str) and shown[t["trialJobId"]]["value"] == t["final"]["default"], default
+    provisional = [t for t in _by_task(quick_run, "evaluate") if t["parameters"]["args"].get("provisional")]
+    assert len(provisional) == num_random
+    assert all(shown[t["trialJobId"]]["default"].endswith("(provisional)") for t in provisional)
+
+
 def test_architecture_exported_and_reports_written(quick_run):
     work = Path(quick_run["work_dir"])
     best = json.loads((work / "best_architecture.json").read_text())

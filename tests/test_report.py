@@ -18,7 +18,7 @@ import pytest
 from nni_robust.errors import ConfigError
 from nni_robust.spaces.darts import DartsArch
 from nni_robust.strategies.bridge import _parse_value
-from nni_robust.strategies.display import OBJECTIVE, SUMMARY_KEY, for_nni, parameter_summary, restore, task_kind
+from nni_robust.strategies.display import OBJECTIVE, PROVISIONAL, SUMMARY_KEY, for_nni, parameter_summary, restore, task_kind
 from nni_robust.strategies.trust import record_warning
 from nni_robust.trial.report import load_experiment, locate_experiment, to_html, write_report
 
@@ -49,6 +49,11 @@ def test_only_the_objective_keeps_a_numeric_default_and_restore_undoes_it():
     assert [task_kind(t) for t in ("final", "robnet_supernet", "evaluate")] == ["final", "supernet", OBJECTIVE]
     assert task_kind("robnet_fsp", fsp_task) == "screening"
     assert for_nni({"default": 7102.1}, task="robnet_fsp", kind="screening")["default"] == "robnet_fsp · 7102"
+    # MSRobNet's random stage before the family selection: not ranked as the objective
+    assert task_kind("evaluate", None, {"provisional": True, "family": "log_power"}) == PROVISIONAL
+    assert task_kind("evaluate", None, {"provisional": False}) == OBJECTIVE
+    shown = for_nni({"default": 0.358, "est_log_power": 0.358}, task="evaluate", kind=PROVISIONAL)
+    assert shown["default"] == "evaluate · 0.358 (provisional)" and restore(shown)["default"] == 0.358
 
 
 def test_parameter_summary_is_flat_and_short():
@@ -79,7 +84,8 @@ def _fake_experiment(root: Path) -> tuple[Path, Path]:
     trials = [  # id, task, start s, seconds, status, final as the task returned it
         ("aaaaa", "supernet", 0, 120, "SUCCEEDED", {"default": 0.31, "probe_acc_clean": 0.4, "width": 4.0}),
         ("bbbbb", "supernet", 0, 180, "SUCCEEDED", {"default": 0.35, "probe_acc_clean": 0.45, "width": 8.0}),
-        ("ccccc", "evaluate", 200, 60, "SUCCEEDED", {"default": 0.42, "reward_c4": 0.3, "seconds": 9.0}),
+        # a random-stage estimate under a stand-in family (provisional): higher, but not the best once re-read
+        ("ccccc", "evaluate", 200, 60, "SUCCEEDED", {"default": 0.60, "reward_c4": 0.3, "seconds": 9.0}),
         ("ddddd", "evaluate", 200, 50, "SUCCEEDED", {"default": 0.57, "reward_c4": 0.4}),
         ("eeeee", "evaluate", 270, 10, "FAILED", None),
         ("fffff", "final", 300, 400, "SUCCEEDED", {"default": 0.61, "acc_clean": 0.93, "acc_pgd20": 0.61}),
@@ -97,8 +103,10 @@ def _fake_experiment(root: Path) -> tuple[Path, Path]:
     for seq, (tid, task, start, secs, status, final) in enumerate(trials):
         folder = exp / "environments" / "local-env" / "trials" / tid
         folder.mkdir(parents=True)
-        params = {"task": task, "sample": None, "args": {"width": 4}, "settings": settings,
-                  "work_dir": str(work), "model_id": seq, SUMMARY_KEY: parameter_summary(task, {"width": 4})}
+        args = {"width": 4, "provisional": True} if tid == "ccccc" else {"width": 4}
+        params = {"task": task, "sample": {"pick": tid} if task == "evaluate" else None, "args": args,
+                  "settings": settings, "work_dir": str(work), "model_id": seq,
+                  SUMMARY_KEY: parameter_summary(task, args)}
         hp = json.dumps({"parameter_id": seq, "parameter_source": "algorithm", "parameters": params,
                          "parameter_index": 0})
         con.execute("INSERT INTO TrialJobEvent VALUES (?, ?, 'WAITING', ?, ?, ?, NULL, 'local-env')",
@@ -108,7 +116,7 @@ def _fake_experiment(root: Path) -> tuple[Path, Path]:
         con.execute("INSERT INTO TrialJobEvent VALUES (?, ?, ?, NULL, ?, ?, NULL, 'local-env')",
                     (T0 + 1000 * (start + secs), tid, status, str(folder), seq))
         if final is not None:  # stored as NNI stores it: the display form, JSON inside a JSON string
-            shown = for_nni(final, task=task)
+            shown = for_nni(final, task=task, kind=task_kind(task, None, args))
             con.execute("INSERT INTO MetricData VALUES (?, ?, ?, 'FINAL', 0, ?)",
                         (T0 + 1000 * (start + secs), tid, str(seq), json.dumps(json.dumps(shown))))
             con.execute("INSERT INTO MetricData VALUES (?, ?, ?, 'PERIODICAL', 0, ?)",
@@ -120,8 +128,8 @@ def _fake_experiment(root: Path) -> tuple[Path, Path]:
     con.close()
     (work / "trials.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     arch = _arch()
-    (work / "best_architecture.json").write_text(json.dumps({"arch": arch.to_json(), "estimate": 0.57,
-                                                             "family": "ilog2"}))
+    (work / "best_architecture.json").write_text(json.dumps({"arch": arch.to_json(), "estimate": 0.55,
+                                                             "family": "ilog2", "sample": {"pick": "ddddd"}}))
     record_warning(work, "msrobnet.family", "The chosen family's correlation is not positive (-0.12).", tau=-0.12)
     (work / "family_selection").mkdir()
     (work / "family_selection" / "loo.md").write_text("# Family selection\n\n| family | tau |\n|---|---|\n"
@@ -161,11 +169,12 @@ def test_report_page_from_a_fake_experiment(tmp_path):
             or line.startswith("| 3 |")]
     assert "`supernet`" in rows[0] and "2 of 2 succeeded" in rows[0] and "5 min 00 s" in rows[0]
     assert "0.310 – 0.330 – 0.350" in rows[0]
-    assert "`evaluate`" in rows[1] and "2 of 3 succeeded (FAILED)" in rows[1] and "0.420 – 0.495 – 0.570" in rows[1]
+    assert "`evaluate`" in rows[1] and "2 of 3 succeeded (FAILED)" in rows[1] and "0.570 – 0.585 – 0.600" in rows[1]
+    assert data["trials"][2]["kind"] == PROVISIONAL and data["trials"][3]["kind"] == OBJECTIVE
     assert "`final`" in rows[2] and "6 min 40 s" in rows[2]
-    assert "| 3 | `ddddd` ★ | evaluate |" in md  # the best by the objective
-    # at a glance, warnings (warnings.jsonl and the robustness suite's)
-    assert "objective (`default`) **0.570**" in md and "AutoAttack 55.0%" in md and "2 warnings" in md
+    assert "| 3 | `ddddd` ★ | evaluate |" in md  # the export's best, not the provisional 0.60
+    # at a glance (the export's value), warnings (warnings.jsonl and the robustness suite's)
+    assert "trial `ddddd` (evaluate), objective **0.550** (the search's export" in md and "AutoAttack 55.0%" in md and "2 warnings" in md
     assert "**msrobnet.family**: The chosen family's correlation is not positive (-0.12)." in md
     assert "**final.robustness**: FGSM beats PGD-20." in md
     # the final evaluation, attacks from the weakest to the strongest, and the curve
@@ -190,6 +199,10 @@ def test_report_of_a_work_dir_without_nni(tmp_path):
     paths = write_report(work, out=tmp_path / "page", experiment_dir=tmp_path / "none")
     md = paths["md"].read_text()
     assert "`supernet`" in md and "2 of 2 succeeded" in md and "| 3 | `#3` ★ | evaluate |" in md
+    # without the export the largest objective default (the provisional trial is not ranked)
+    (work / "best_architecture.json").unlink()
+    md = write_report(work, out=tmp_path / "page2", experiment_dir=tmp_path / "none")["md"].read_text()
+    assert "| 3 | `#3` ★ | evaluate |" in md and "objective **0.570** (the largest `default`)" in md
     assert "<h1" in to_html(md, "t") and (tmp_path / "page" / "figures" / "architecture.png").is_file()
 
 

@@ -173,6 +173,31 @@ def _task_fn(task: str) -> Any:
         return None
 
 
+def _best_trial(trials: list[dict[str, Any]], best_json: Mapping[str, Any] | None
+                ) -> tuple[dict[str, Any] | None, float | None]:
+    """The search's best trial and, when the search's export names it, the export's objective value.
+
+    The export (``best_architecture.json``) ranks every evaluated architecture under the search's final
+    definition of the objective (MSRobNet re-reads its random stage's provisional estimates under the
+    chosen family), so its ``sample`` picks the trial (the best of those that evaluated it) and its
+    ``estimate`` is the value; without an export, or one naming no trial, the objective trial with the
+    largest ``default``. Returns ``(None, None)`` when no trial has a numeric objective.
+    """
+    from nni_robust.strategies.display import OBJECTIVE, PROVISIONAL
+
+    scored = [t for t in trials if t["kind"] in (OBJECTIVE, PROVISIONAL)
+              and _num((t["final"] or {}).get("default")) is not None]
+    sample = (best_json or {}).get("sample")
+    if sample is not None:
+        same = [t for t in scored if isinstance(t["parameters"], Mapping) and t["parameters"].get("sample") == sample]
+        if same:
+            best = max(same, key=lambda t: _num(t["final"]["default"]))
+            value = _num(best_json.get("estimate"))
+            return best, value if value is not None else _num(best["final"]["default"])
+    objective = [t for t in scored if t["kind"] == OBJECTIVE]
+    return (max(objective, key=lambda t: _num(t["final"]["default"])), None) if objective else (None, None)
+
+
 def load_experiment(experiment: str | os.PathLike, *, experiment_dir: str | os.PathLike = "~/nni-experiments"
                     ) -> dict[str, Any]:
     """Everything the page needs, read from the experiment's folders (see the module docstring)."""
@@ -192,7 +217,8 @@ def load_experiment(experiment: str | os.PathLike, *, experiment_dir: str | os.P
     for t in trials:
         params = t["parameters"] if isinstance(t["parameters"], Mapping) else {}
         t["task"] = trial_kind(params) if params else "trial"
-        t["kind"] = task_kind(t["task"], _task_fn(t["task"])) if params and "task" in params else "search"
+        t["kind"] = (task_kind(t["task"], _task_fn(t["task"]), params.get("args")) if params and "task" in params
+                     else "search")
         rec = by_pid.get(t["sequence"]) if t["final"] is None else None
         if rec is not None and rec.get("result") is not None:
             t["final"] = rec["result"]
@@ -438,7 +464,6 @@ def _training_curve(history: Sequence[Mapping[str, Any]], path: Path) -> bool:
 def build_report(data: Mapping[str, Any], out: Path) -> str:
     """The Markdown of the page (pictures written into ``out``)."""
     from nni_robust.archdraw import draw_architecture, save_figure
-    from nni_robust.strategies.display import OBJECTIVE
 
     config, trials = data["config"], data["trials"]
     work_dir, exp_dir = data["work_dir"], data["experiment_dir"]
@@ -448,8 +473,6 @@ def build_report(data: Mapping[str, Any], out: Path) -> str:
     strategy = args.get("strategy") or (config.get("tuner") or {}).get("className") or "?"
     method = (args.get("strategy_args") or {}).get("method")
     stages = _stages(trials)
-    objective = [t for t in trials if t["kind"] == OBJECTIVE and _num((t["final"] or {}).get("default")) is not None]
-    best = max(objective, key=lambda t: _num(t["final"]["default"])) if objective else None
     finals = [t for t in trials if t["task"] == "final" and t["status"] == "SUCCEEDED"]
     final_trial = finals[-1] if finals else None
     final_report = None
@@ -459,6 +482,7 @@ def build_report(data: Mapping[str, Any], out: Path) -> str:
     best_json = None
     if work_dir is not None and (work_dir / "best_architecture.json").is_file():
         best_json = json.loads((work_dir / "best_architecture.json").read_text())
+    best, best_value = _best_trial(trials, best_json)
     starts = [t["start"] for t in trials if t["start"]]
     ends = [t["end"] for t in trials if t["end"]]
 
@@ -492,8 +516,10 @@ def build_report(data: Mapping[str, Any], out: Path) -> str:
     warnings = _warnings(work_dir, final_report)
     glance = []
     if best is not None:
-        glance.append(f"Best search result: trial `{best['id']}` ({best['task']}), objective (`default`) "
-                      f"**{_fmt(best['final']['default'])}**.")
+        source = ("the search's export, `best_architecture.json`" if best_value is not None
+                  else "the largest `default`")
+        glance.append(f"Best search result: trial `{best['id']}` ({best['task']}), objective "
+                      f"**{_fmt(best_value if best_value is not None else best['final']['default'])}** ({source}).")
     if arch is not None:
         text = str(arch)
         glance.append(f"Architecture: `{text if len(text) <= 200 else text[:180] + ' …'}` (drawn below).")

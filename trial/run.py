@@ -112,8 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     from nni_robust.strategies.display import for_nni, task_kind
     from nni_robust.strategies.registry import task_function
 
-    nni.report_final_result(for_nni(final, task=params["task"],
-                                     kind=task_kind(params["task"], task_function(params["task"]))))
+    kind = task_kind(params["task"], task_function(params["task"]), params.get("args"))
+    nni.report_final_result(for_nni(final, task=params["task"], kind=kind))
     return 0
 
 

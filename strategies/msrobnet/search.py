@@ -174,10 +174,15 @@ class MultiShotSearch(Strategy):
         return self._family or "log_power"
 
     def _eval_task(self) -> TrialTask:
-        return TrialTask("evaluate", {"widths": self.widths, "target_mflops": self.target_mflops,
-                                      "family": self.family, "mode": self.mode,
-                                      "flops_unit": self.flops_unit,
-                                      "supernet_dir": str(self.supernets)})
+        """The evaluation trials' task. Before the family selection (``family="auto"``, random stage)
+        the estimate each trial reports is under a stand-in family (``log_power``), re-read under the
+        chosen one afterwards; those trials say ``provisional: true``, so NNI's web UI does not rank
+        their estimates against the search stage's (:mod:`nni_robust.strategies.display`)."""
+        args = {"widths": self.widths, "target_mflops": self.target_mflops, "family": self.family,
+                "mode": self.mode, "flops_unit": self.flops_unit, "supernet_dir": str(self.supernets)}
+        if self.mode == "multishot" and self._family is None:
+            args["provisional"] = True
+        return TrialTask("evaluate", args)
 
     def _run_jobs(self, models: list[ExecutableModelSpace]) -> bool:
         """:func:`~.bridge.run_jobs` on this strategy's engine."""
