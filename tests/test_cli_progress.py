@@ -130,6 +130,10 @@ def test_progress_lines_stay_quiet_without_change():
     assert lines[-1].endswith("search finished")
     p.update(trials=[unsure])
     assert lines[-1] == "[00:00] trial 3 (Y) started: evaluate (model 7)"
+    # MSRobNet's random stage: its estimate is provisional (made before the family selection)
+    params = dict(_params("evaluate", 8), args={"provisional": True})
+    p.update(trials=[dict(trial, trialJobId="Z", status="SUCCEEDED", parameters=params, final={"default": 0.358})])
+    assert lines[-1].endswith("succeeded: evaluate (model 8), default 0.358 (provisional: before the family selection)")
 
 
 # --------------------------------------------------------------------------- the closing summary

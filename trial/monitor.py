@@ -341,6 +341,8 @@ class ExperimentProgress:
                 self._ended.add(tid)
                 took = _duration(t.get("start"), t.get("end"))
                 result = metric_text(t.get("final")) if st == "SUCCEEDED" else "see its trial.log"
+                if st == "SUCCEEDED" and ((t.get("parameters") or {}).get("args") or {}).get("provisional") is True:
+                    result += " (provisional: before the family selection)"
                 head = f"{name} {st.lower()}" + (f" after {took}" if took else "")
                 if tid not in self._started:  # ended between two looks
                     self._started.add(tid)
