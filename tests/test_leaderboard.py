@@ -319,3 +319,23 @@ def test_an_interrupted_run_keeps_the_finished_rows(tmp_path, monkeypatch):
     assert lines == [f"  {name}: trial AAAAA started (task dsara_search)" for name in ("alpha", "beta")]
     rows = json.loads((tmp_path / "o" / "leaderboard.json").read_text())["rows"]
     assert [(r["method"], r["status"]) for r in rows] == [("alpha", "ok")]
+
+
+def test_cost_plot_names_methods_in_a_legend_not_in_overlapping_labels():
+    """Methods of about the same search cost must stay readable: one colour per method in a legend (no text
+    labels beside the points, which overlapped in the first real run), one marker per attack."""
+    def row(label, minutes, pgd, aa):
+        return {"label": label, "status": "ok", "seconds_search": 60 * minutes,
+                "metrics": {"acc_clean": 0.95, "acc_pgd20": pgd, "acc_autoattack": aa}}
+
+    doc = {"title": "t", "columns": {"clean": "acc_clean", "PGD-20": "acc_pgd20", "AutoAttack": "acc_autoattack"},
+           "cost_plot": ["PGD-20", "AutoAttack"],
+           "rows": [row("A", 2.7, 0.80, 0.71), row("B", 2.75, 0.75, 0.65), row("C", 3.0, 0.78, 0.76),
+                    {"label": "D", "status": "failed", "seconds_search": None, "metrics": {}}]}
+    fig = lb.figure(doc)
+    cost = fig.axes[1]
+    assert len(cost.texts) == 0
+    assert [t.get_text() for t in cost.get_legend().get_texts()] == ["A", "B", "C", "PGD-20", "AutoAttack"]
+    colours = [tuple(c.get_facecolor()[0]) for c in cost.collections]
+    assert len(colours) == 6 and len(set(colours)) == 3  # two markers per method, one colour each
+

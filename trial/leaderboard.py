@@ -554,6 +554,13 @@ def _csv(value: Any) -> Any:
 
 def plot(doc: Mapping[str, Any], path: str | os.PathLike) -> Path:
     """``leaderboard.png``: the accuracies per method (grouped bars), and robust accuracy vs search wall-clock."""
+    path = Path(path)
+    figure(doc).savefig(path, dpi=110)
+    return path
+
+
+def figure(doc: Mapping[str, Any]) -> Any:
+    """The leaderboard's matplotlib figure (see :func:`plot`)."""
     import numpy as np
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -580,23 +587,28 @@ def plot(doc: Mapping[str, Any], path: str | os.PathLike) -> Path:
     ax.legend(loc="upper center", ncols=len(columns), fontsize=8, frameon=False)
     ax.grid(True, axis="y", alpha=0.3)
 
+    # one colour per method (a legend, not text labels: methods of about the same cost would overlap), one
+    # marker per attack; a method's markers are joined by a grey line
+    from matplotlib.lines import Line2D
+
     markers = ["o", "s", "^", "D", "v"]
+    attacks = list(doc.get("cost_plot") or [])
     ok = [r for r in rows if r.get("status") == "ok" and r.get("seconds_search") is not None]
-    for k, col in enumerate(doc.get("cost_plot") or []):
-        xs = [r["seconds_search"] / 60 for r in ok]
-        ys = [100 * (r.get("metrics") or {}).get(columns[col], float("nan")) for r in ok]
-        ax2.scatter(xs, ys, marker=markers[k % len(markers)], s=max(30, 100 - 35 * k), color=colors[col],
-                    label=col, zorder=3 + k)  # later columns drawn smaller on top: equal values stay visible
-    for n, r in enumerate(sorted(ok, key=lambda r: r["seconds_search"])):  # one label per method, alternately
-        ys = [100 * (r.get("metrics") or {}).get(columns[c], float("nan")) for c in doc.get("cost_plot") or []]
-        ys = [y for y in ys if math.isfinite(y)]  # above its highest and below its lowest point (neighbours)
-        if ys:
-            above = n % 2 == 0
-            ax2.annotate(r["label"], (r["seconds_search"] / 60, max(ys) if above else min(ys)),
-                         textcoords="offset points", xytext=(0, 9 if above else -10), ha="center",
-                         va="bottom" if above else "top", fontsize=8)
-            if len(ys) > 1:
-                ax2.plot([r["seconds_search"] / 60] * 2, [min(ys), max(ys)], color="0.7", linewidth=1, zorder=2)
+    method_colors = _method_colors(len(ok))
+    handles = []
+    for n, r in enumerate(ok):
+        xs = r["seconds_search"] / 60
+        ys = [100 * (r.get("metrics") or {}).get(columns[c], float("nan")) for c in attacks]
+        for k, y in enumerate(ys):
+            if math.isfinite(y):
+                ax2.scatter([xs], [y], marker=markers[k % len(markers)], s=max(30, 90 - 30 * k),
+                            color=method_colors[n], edgecolors="white", linewidths=0.5, zorder=3 + k)
+        finite = [y for y in ys if math.isfinite(y)]
+        if len(finite) > 1:
+            ax2.plot([xs] * 2, [min(finite), max(finite)], color="0.75", linewidth=1, zorder=2)
+        handles.append(Line2D([], [], marker="o", linestyle="", color=method_colors[n], label=r["label"]))
+    handles += [Line2D([], [], marker=markers[k % len(markers)], linestyle="", color="0.4", label=c)
+                for k, c in enumerate(attacks)]
     ax2.set_xlabel("search cost: wall-clock from the first trial to the final trial (minutes)")
     ax2.set_ylabel("robust accuracy of the final network (%)")
     ax2.set_title("Robust accuracy vs search cost")
@@ -606,11 +618,18 @@ def plot(doc: Mapping[str, Any], path: str | os.PathLike) -> Path:
         ax2.set_ylim(0, 100)
     else:
         ax2.text(0.5, 0.5, "no finished method", ha="center", va="center", transform=ax2.transAxes)
-    ax2.legend(loc="upper right", fontsize=8, title="attack", title_fontsize=8)
+    ax2.legend(handles=handles, loc="lower right", fontsize=8, ncols=2, title="method (colour), attack (marker)",
+               title_fontsize=8)
     fig.suptitle(doc["title"])
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    return path
+    return fig
+
+
+def _method_colors(n: int) -> list[Any]:
+    """``n`` distinct colours, none of the bar chart's first columns' (``C0``..``C3``)."""
+    from matplotlib import colormaps
+
+    cmap = colormaps["Dark2"] if n <= 8 else colormaps["tab20"]
+    return [cmap(i % cmap.N) for i in range(n)]
 
 
 def write_outputs(doc: Mapping[str, Any], out_dir: str | os.PathLike) -> dict[str, Path]:
