@@ -25,7 +25,10 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def quick_run(nnictl):
-    return nnictl.run("msrobnet-predictor-quick")
+    # every stage at its smallest budget: 2-epoch supernets, a 1-epoch final training
+    return nnictl.run("msrobnet-predictor-quick", tuner_args={"settings.supernet.epochs": 2,
+                                                              "settings.final.train.epochs": 1,
+                                                              "settings.final.train.milestones": [1]})
 
 
 _by_task = Nnictl.by_task

@@ -273,6 +273,9 @@ def test_run_writes_every_output_keeps_failed_rows_and_resumes(tmp_path, monkeyp
     calls.clear()
     doc = lb.run_leaderboard(cfg_path, out=out, resume=True, runner=runner, check=lambda p: {})
     assert calls == ["beta"] and doc["rows"][0]["reused"] is True
+    md = (out / "leaderboard.md").read_text()
+    assert "reused" not in next(x for x in md.splitlines() if x.startswith("| **Alpha**"))  # said once, below
+    assert "(1 of 2 rows kept from an earlier run with `--resume`" in md and "the experiments ran on 20" in md
     # ... unless its experiment changed
     calls.clear()
     changed = _config(tmp_path, common={"settings.final.train.epochs": 5, "settings.final.train.milestones": [3]})
