@@ -57,7 +57,8 @@ REPORT_DIR = "experiment_report"
 
 _FINISHED = ("SUCCEEDED", "FAILED", "USER_CANCELED", "SYS_CANCELED", "EARLY_STOPPED")
 _KIND_TEXT = {"search": "the search's objective", "supernet": "supernet training", "final": "final training "
-              "and evaluation", "screening": "screening"}
+              "and evaluation", "screening": "screening",
+              "provisional": "the objective, provisional (measured before the search fixed it)"}
 _SKIP_DIRS = {"trials", "supernets", "supernet", REPORT_DIR, "tensorboard", "checkpoints", "fsp", "shared"}
 
 
@@ -322,7 +323,7 @@ def _attack_order(item: tuple[str, Any]) -> tuple:
 def _stages(trials: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     stages: dict[str, dict[str, Any]] = {}
     for t in trials:
-        s = stages.setdefault(t["task"], {"task": t["task"], "kind": t["kind"], "trials": []})
+        s = stages.setdefault((t["task"], t["kind"]), {"task": t["task"], "kind": t["kind"], "trials": []})
         s["trials"].append(t)
     return list(stages.values())
 
