@@ -42,7 +42,8 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Mapping
 
-__all__ = ["SUMMARY_KEY", "VALUE_KEY", "OBJECTIVE", "PROVISIONAL", "task_kind", "parameter_summary", "for_nni", "restore"]
+__all__ = ["SUMMARY_KEY", "VALUE_KEY", "OBJECTIVE", "PROVISIONAL", "task_kind", "parameter_summary", "for_nni",
+           "restore"]
 
 #: The parameter key NNI's web UI shows instead of the parameters (its ``RETIARIIPARAMETERS``).
 SUMMARY_KEY = "mutation_summary"

@@ -18,7 +18,8 @@ import pytest
 from nni_robust.errors import ConfigError
 from nni_robust.spaces.darts import DartsArch
 from nni_robust.strategies.bridge import _parse_value
-from nni_robust.strategies.display import OBJECTIVE, PROVISIONAL, SUMMARY_KEY, for_nni, parameter_summary, restore, task_kind
+from nni_robust.strategies.display import (OBJECTIVE, PROVISIONAL, SUMMARY_KEY, for_nni, parameter_summary, restore,
+                                           task_kind)
 from nni_robust.strategies.trust import record_warning
 from nni_robust.trial.report import load_experiment, locate_experiment, to_html, write_report
 
@@ -177,7 +178,8 @@ def test_report_page_from_a_fake_experiment(tmp_path):
     assert "`final`" in rows[3] and "6 min 40 s" in rows[3]
     assert "| 3 | `ddddd` ★ | evaluate |" in md  # the export's best, not the provisional 0.60
     # at a glance (the export's value), warnings (warnings.jsonl and the robustness suite's)
-    assert "trial `ddddd` (evaluate), objective **0.550** (the search's export" in md and "AutoAttack 55.0%" in md and "2 warnings" in md
+    assert "trial `ddddd` (evaluate), objective **0.550** (the search's export" in md
+    assert "AutoAttack 55.0%" in md and "2 warnings" in md
     assert "**msrobnet.family**: The chosen family's correlation is not positive (-0.12)." in md
     assert "**final.robustness**: FGSM beats PGD-20." in md
     # the final evaluation, attacks from the weakest to the strongest, and the curve
