@@ -19,17 +19,18 @@ ROOT = Path(__file__).resolve().parents[1]
 QUICK = ROOT / "experiments" / "msrobnet-predictor-quick.yml"
 CFG = yaml.safe_load(QUICK.read_text())["tuner"]["classArgs"]
 ARGS = CFG["strategy_args"]
+NUM_RANDOM = 4  # this run's N (the config's is larger): the leave-one-out family selection needs 3
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def quick_run(nnictl):
-    # every stage at its smallest budget: 2-epoch supernets (batch 128), 4 random topologies (the leave-one-out family
-    # selection needs 3), rewards on half the validation split, a 1-epoch final training
+    # every stage at its smallest budget: 2-epoch supernets (batch 128), NUM_RANDOM random topologies, rewards on
+    # half the validation split, a 1-epoch final training
     return nnictl.run("msrobnet-predictor-quick", tuner_args={"settings.supernet.epochs": 2,
                                                               "settings.supernet.batch_size": 128,
-                                                              "strategy_args.num_random": 4,
+                                                              "strategy_args.num_random": NUM_RANDOM,
                                                               "settings.evaluation.eval_images": 144,
                                                               "settings.evaluation.batch_size": 144,
                                                               "settings.final.train.epochs": 1,
@@ -44,7 +45,7 @@ def test_every_trial_succeeded_and_every_stage_ran(quick_run):
     assert quick_run["failed_trials"] == []
     assert len(_by_task(quick_run, "supernet")) == len(ARGS["widths"])
     evaluations = _by_task(quick_run, "evaluate")
-    assert len(evaluations) == 4 + ARGS["stages"] * ARGS["picks"]  # N (4 in this run) + T_p x N_p
+    assert len(evaluations) == NUM_RANDOM + ARGS["stages"] * ARGS["picks"]  # N + T_p x N_p
     samples = [json.dumps(t["parameters"]["sample"], sort_keys=True) for t in evaluations]
     assert len(set(samples)) == len(samples)
     assert len(_by_task(quick_run, "final")) == 1

@@ -235,6 +235,15 @@ def _what(parameters: Any) -> str:
     return ", ".join(f"{k} {_short(v)}" for k, v in list(items.items())[:4])
 
 
+def _provisional(parameters: Any) -> bool:
+    """Whether a trial's objective was measured provisionally (:data:`~nni_robust.strategies.display.PROVISIONAL`)."""
+    from nni_robust.strategies.display import PROVISIONAL, task_kind
+
+    if not isinstance(parameters, Mapping) or "task" not in parameters:
+        return False
+    return task_kind(str(parameters["task"]), None, parameters.get("args")) == PROVISIONAL
+
+
 def _pct(value: Any) -> str:
     return f"{100 * float(value):.1f}%"
 
@@ -341,7 +350,7 @@ class ExperimentProgress:
                 self._ended.add(tid)
                 took = _duration(t.get("start"), t.get("end"))
                 result = metric_text(t.get("final")) if st == "SUCCEEDED" else "see its trial.log"
-                if st == "SUCCEEDED" and ((t.get("parameters") or {}).get("args") or {}).get("provisional") is True:
+                if st == "SUCCEEDED" and _provisional(t.get("parameters")):
                     result += " (provisional: before the family selection)"
                 head = f"{name} {st.lower()}" + (f" after {took}" if took else "")
                 if tid not in self._started:  # ended between two looks
