@@ -58,10 +58,21 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def peak_rss_gb() -> float | None:
+    """This process's peak resident memory so far, in GB (None where ``resource`` is missing)."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return None
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    return round(kib * 1024 / 1e9, 3)
+
+
 def machine_info() -> dict[str, Any]:
-    """CPU model, cores, torch threads, torch version, GPU, load average: what a number depends on."""
+    """CPU model, cores, torch threads, torch version, GPU, load average, the process's peak resident memory."""
     info: dict[str, Any] = {"cpu": _cpu_model(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                            "torch": torch.__version__, "python": platform.python_version()}
+                            "torch": torch.__version__, "python": platform.python_version(),
+                            "peak_rss_gb": peak_rss_gb()}
     try:
         info["load_average"] = [round(x, 2) for x in os.getloadavg()]
     except OSError:

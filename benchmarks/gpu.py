@@ -14,7 +14,13 @@ Prints (and writes as JSON with the machine, :func:`benchlib.emit`):
 2. **supernet PGD-7 training** (batch 64, eps 8/255, step 2/255, random
    architecture per step) at C = 12, 24, 64: images per second, bf16 +
    channels_last beside fp32 NCHW (target >= 3x);
-3. **is bf16 safe**: a fixed network (one architecture, C = 16) trained
+3. **final training of one fixed network** (PGD-7, batch 128, C = 36): images
+   per second of fp32 NCHW eager, bf16 + channels_last eager, and bf16 +
+   channels_last through ``torch.compile`` (``TrainConfig.compile``; the
+   architecture is fixed, so the graph is static), each after its warm-up
+   steps, whose time (the compilation, for the compiled one) is printed
+   beside;
+4. **is bf16 safe**: a fixed network (one architecture, C = 16) trained
    adversarially (FGSM, a few epochs) on learnable synthetic data, then its
    PGD-20 accuracy in fp32 and under bf16 autocast on 2,000 images; safe when
    within 0.5 points.
@@ -84,9 +90,11 @@ from nni_robust.training import AdversarialTrainer, TrainConfig  # noqa: E402
 INFO = DatasetInfo(name="synthetic", num_classes=10, channels=3, size=32,
                    mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616))
 FULL = dict(widths=[12, 24, 30, 36, 40, 44, 54, 64], calib=640, evaln=5000, archs=3, train_widths=[12, 24, 64],
-            train_steps=8, safe_width=16, safe_epochs=4, safe_train=8000, safe_eval=2000, layout="cellwise")
-SMOKE = dict(widths=[4, 6, 8], calib=64, evaln=64, archs=1, train_widths=[4], train_steps=1, safe_width=4,
-             safe_epochs=1, safe_train=128, safe_eval=64, layout="cellwise-4")
+            train_steps=8, final_width=36, final_batch=128, final_steps=8, final_warmup=3,
+            safe_width=16, safe_epochs=4, safe_train=8000, safe_eval=2000, layout="cellwise")
+SMOKE = dict(widths=[4, 6, 8], calib=64, evaln=64, archs=1, train_widths=[4], train_steps=1, final_width=4,
+             final_batch=32, final_steps=2, final_warmup=2, safe_width=4, safe_epochs=1, safe_train=128,
+             safe_eval=64, layout="cellwise-4")
 
 
 def synthetic(n: int, seed: int = 0, learnable: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -178,6 +186,45 @@ def bench_train(width: int, cfg: dict, device: torch.device, *, fast: bool) -> f
     return 64 / statistics.median(per_step)
 
 
+class _TimedBatches:
+    """A loader whose every batch is preceded by a device sync and a time mark."""
+
+    def __init__(self, loader, device: torch.device) -> None:
+        self.loader, self.device, self.marks = loader, device, []
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for batch in self.loader:
+            _sync(self.device)
+            self.marks.append(time.perf_counter())
+            yield batch
+
+
+def bench_final(cfg: dict, device: torch.device, variant: str) -> dict:
+    """PGD-7 training of one fixed architecture: ``fp32`` (NCHW), ``fast`` (bf16 + channels_last), ``compiled``."""
+    space = {"layout": cfg["layout"]}
+    arch = DenseRobArch.random(layout_of(space), random.Random(7))
+    batch, steps, warm = cfg["final_batch"], cfg["final_steps"], cfg["final_warmup"]
+    fast = variant != "fp32"
+    torch.manual_seed(0)
+    model = build_network(arch, width=cfg["final_width"], info=INFO, space=space)
+    config = TrainConfig(epochs=1, batch_size=batch, autocast=fast and device.type == "cuda", channels_last=fast,
+                         compile=variant == "compiled", seed=0)
+    trainer = AdversarialTrainer(model, config, device=device, log_every=0)
+    images, labels = synthetic(batch * (steps + warm), seed=4)
+    loader = _TimedBatches(TensorLoader(images, labels, batch_size=batch, shuffle=True, augment=True, seed=0,
+                                        device=device, drop_last=True, channels_last=fast), device)
+    trainer.fit(loader)
+    _sync(device)
+    marks = loader.marks + [time.perf_counter()]
+    per_step = [b - a for a, b in zip(marks[warm:], marks[warm + 1:])]
+    return {"img_per_s": round(batch / statistics.median(per_step), 1),
+            "warmup_s": round(marks[warm] - marks[0], 2), "warmup_steps": warm,
+            "final_loss": round(trainer.history[-1]["train_loss"], 4)}
+
+
 def bf16_safety(cfg: dict, device: torch.device) -> dict:
     space = {"layout": cfg["layout"]}
     x, y = synthetic(cfg["safe_train"] + cfg["safe_eval"], seed=3, learnable=True)
@@ -207,7 +254,7 @@ def main(argv=None) -> int:
     p = bench_parser(__doc__, device="auto", threads=0)
     p.add_argument("--smoke", action="store_true", help="tiny sizes: checks that the script runs (any device)")
     p.add_argument("--archs", type=int, help="architectures timed per side (default 3; smoke 1)")
-    p.add_argument("--skip", nargs="*", default=[], choices=["multishot", "train", "bf16"])
+    p.add_argument("--skip", nargs="*", default=[], choices=["multishot", "train", "final", "bf16"])
     ns = p.parse_args(argv)
     device = setup(ns)
     cfg = dict(SMOKE if ns.smoke else FULL)
@@ -237,6 +284,16 @@ def main(argv=None) -> int:
             out["train_img_per_s"][w] = row
             print(f"supernet PGD-7 training, C={w}: fast {row['fast']:.1f} img/s, fp32 {row['fp32']:.1f} img/s "
                   f"({row['speedup']:.2f}x; target >= 3x)", file=sys.stderr, flush=True)
+    if "final" not in ns.skip:
+        out["final_train"] = fin = {v: bench_final(cfg, device, v) for v in ("fp32", "fast", "compiled")}
+        for v in ("fast", "compiled"):
+            fin[v]["speedup"] = round(fin[v]["img_per_s"] / fin["fp32"]["img_per_s"], 2)
+        print(f"final training (fixed network, C={cfg['final_width']}, PGD-7, batch {cfg['final_batch']}): "
+              f"fp32 {fin['fp32']['img_per_s']:.1f} img/s, bf16+channels_last {fin['fast']['img_per_s']:.1f} "
+              f"({fin['fast']['speedup']:.2f}x), compiled {fin['compiled']['img_per_s']:.1f} "
+              f"({fin['compiled']['speedup']:.2f}x; compile + {fin['compiled']['warmup_steps']} warm-up steps "
+              f"{fin['compiled']['warmup_s']:.1f} s, eager {fin['fast']['warmup_s']:.1f} s)",
+              file=sys.stderr, flush=True)
     if "bf16" not in ns.skip:
         out["bf16_check"] = chk = bf16_safety(cfg, device)
         print(f"bf16 PGD-20 accuracy {chk['bf16']['pgd20']:.4f} vs fp32 {chk['fp32']['pgd20']:.4f} "

@@ -68,6 +68,7 @@ from torch import nn
 from .attacks import Attack, build_attack
 from .checkpoint import (capture_rng_state, check_run_checkpoint, load_checkpoint, restore_rng_state,
                          save_checkpoint)
+from .compiling import compile_network
 from .config import check_choice, check_range, from_dict
 from .data import cutout
 from .device import autocast_context, resolve_device
@@ -128,6 +129,14 @@ class TrainConfig:
             (Madry et al., authors' code) or ``"eval"``.
         autocast: bf16 autocast for forward passes (training and attack).
         channels_last: Model and batches in ``channels_last`` memory format.
+        compile: Run the network through :func:`torch.compile`
+            (:func:`nni_robust.compiling.compile_network`, TorchInductor):
+            the training forward, the attack's passes and the validation go
+            through the compiled module; checkpoints keep the plain one. Only
+            for a fixed architecture (final training): a trainer with a
+            ``before_step`` hook (a supernet sampling its path per step)
+            rejects it. Off by default: compilation costs minutes and pays
+            on a GPU, not on small CPU networks (``docs/performance.md``).
         seed: Seed of the run's global RNGs; ``None`` draws one at
             construction of the trainer and logs it.
         cutout: Side (pixels) of the cutout square applied to every training
@@ -163,6 +172,7 @@ class TrainConfig:
     attack_mode: str = "train"
     autocast: bool = False
     channels_last: bool = False
+    compile: bool = False
     seed: int | None = 0
     cutout: int = 0
     auxiliary_weight: float = 0.0
@@ -190,7 +200,7 @@ class TrainConfig:
         need_real("lr", 0.0, low_open=True)
         need_real("momentum", 0.0, 1.0)
         need_real("weight_decay", 0.0)
-        for name in ("nesterov", "random_start", "autocast", "channels_last"):
+        for name in ("nesterov", "random_start", "autocast", "channels_last", "compile"):
             need_bool(name)
         if self.nesterov and self.momentum == 0:
             raise ConfigError("TrainConfig.nesterov=True needs momentum > 0, but got momentum=0.")
@@ -421,6 +431,10 @@ class AdversarialTrainer:
         if config.drop_path_prob > 0 and not hasattr(self.model, "drop_path_prob"):
             raise ConfigError(f"TrainConfig.drop_path_prob={config.drop_path_prob} needs a model with a "
                               f"drop_path_prob attribute, but {type(self.model).__name__} has none; set it to 0.")
+        if config.compile and before_step is not None:
+            raise ConfigError("TrainConfig.compile=True needs a network with a fixed architecture, but this trainer has "
+                              "a before_step hook (e.g. a supernet sampling its path per step, which would recompile "
+                              "at every step); set compile to false.")
         params = [p for p in self.model.parameters() if p.requires_grad]
         if not params:
             raise ConfigError("AdversarialTrainer: the model has no trainable parameters.")
@@ -436,16 +450,20 @@ class AdversarialTrainer:
         self._started = False
         if self.checkpoint_path is not None and self.checkpoint_path.exists():
             self._load(self.checkpoint_path)
+        # the network the attack and the validation run (compiled when configured; it shares the weights)
+        self._net = compile_network(self.model) if config.compile else self.model
         # the training forward pass: through DDP (gradient averaging) with several processes
         self._forward: Callable[[torch.Tensor], Any] = \
-            self.model.forward_with_aux if config.auxiliary_weight > 0 else self.model
-        if self.dist.enabled:
-            from torch.nn.parallel import DistributedDataParallel
-
+            self.model.forward_with_aux if config.auxiliary_weight > 0 else self._net
+        if self.dist.enabled or (config.compile and config.auxiliary_weight > 0):
             inner = _AuxForward(self.model) if config.auxiliary_weight > 0 else self.model
-            self._forward = DistributedDataParallel(
-                inner, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                find_unused_parameters=True)  # e.g. an auxiliary head the loss does not use
+            if self.dist.enabled:
+                from torch.nn.parallel import DistributedDataParallel
+
+                inner = DistributedDataParallel(
+                    inner, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                    find_unused_parameters=True)  # e.g. an auxiliary head the loss does not use
+            self._forward = compile_network(inner) if config.compile else inner
 
     # -- checkpoints ------------------------------------------------------------
     def _load(self, path: Path) -> None:
@@ -557,7 +575,7 @@ class AdversarialTrainer:
             metrics = self._train_epoch(train_loader)
             if val_loader is not None:
                 t0 = time.perf_counter()
-                result = evaluate(self.model, val_loader, attacks, device=self.device,
+                result = evaluate(self._net, val_loader, attacks, device=self.device,
                                   autocast=cfg.autocast)
                 metrics.update({f"val_{k}": float(v) for k, v in result.items()})
                 metrics["val_time_s"] = time.perf_counter() - t0
@@ -617,7 +635,7 @@ class AdversarialTrainer:
             if self.attack is not None:
                 if cfg.attack_mode == "eval":
                     model.eval()
-                x = self.attack(model, x, y)
+                x = self.attack(self._net, x, y)
                 model.train()
             with autocast_context(device, cfg.autocast):
                 if aux_weight > 0:
