@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import logging
 
-import torch
 from torch import nn
 
 from .errors import ConfigError
@@ -72,6 +71,7 @@ def compile_network(model: nn.Module, *, backend: str = "inductor", mode: str | 
         raise ConfigError(f"compile mode must be one of {list(modes)}, but got {mode!r}.")
     if mode is not None and backend != "inductor":
         raise ConfigError(f"compile mode {mode!r} needs backend 'inductor', but got backend {backend!r}.")
+    import torch
     import torch._dynamo
 
     if not torch._dynamo.is_dynamo_supported():
