@@ -135,8 +135,11 @@ class TrainConfig:
             through the compiled module; checkpoints keep the plain one. Only
             for a fixed architecture (final training): a trainer with a
             ``before_step`` hook (a supernet sampling its path per step)
-            rejects it. Off by default: compilation costs minutes and pays
-            on a GPU, not on small CPU networks (``docs/performance.md``).
+            rejects it. Path dropout (``drop_path_prob``, set every epoch)
+            does not recompile: the networks' compiled pass reads the
+            probability from a buffer (``spaces._common.PathDropout``). Off by
+            default: compilation costs minutes and pays on a GPU, not on small
+            CPU networks (``docs/performance.md``).
         seed: Seed of the run's global RNGs; ``None`` draws one at
             construction of the trainer and logs it.
         cutout: Side (pixels) of the cutout square applied to every training

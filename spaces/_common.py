@@ -236,7 +236,17 @@ class ArchBase:
 
 
 class PathDropout:
-    """The ``drop_path_prob`` attribute of an evaluation network: checked, a float in ``[0, 1)``."""
+    """The ``drop_path_prob`` attribute of an evaluation network: checked, a float in ``[0, 1)``.
+
+    The trainer changes it every epoch (``drop_path_prob * epoch / epochs``). Under
+    ``torch.compile`` (``TrainConfig.compile``) a float attribute that the forward pass reads
+    becomes a constant of the compiled graph, guarded by its value: each epoch's new value
+    recompiled the network, and after ``torch._dynamo.config.recompile_limit`` (8) recompilations
+    it fell back to eager without saying so. The compiled forward pass therefore reads the
+    probability from a 0-dim buffer (``_drop_path_rate``, not saved in the state dict, updated
+    in place) and guards only on whether it is positive (:meth:`_drop_prob_arg`); the eager pass
+    reads the float, as before.
+    """
 
     @property
     def drop_path_prob(self) -> float:
@@ -247,7 +257,25 @@ class PathDropout:
     def drop_path_prob(self, value: float) -> None:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
             raise ConfigError(f"drop_path_prob must lie in [0, 1), but got {value!r}.")
+        import torch
+
         self._drop_path_prob = float(value)
+        self._drop_path_on = value > 0
+        rate = getattr(self, "_drop_path_rate", None)
+        if rate is None:
+            self.register_buffer("_drop_path_rate", torch.tensor(float(value)), persistent=False)
+        else:
+            with torch.no_grad():
+                rate.fill_(float(value))
+
+    def _drop_prob_arg(self) -> Any:
+        """The probability the cells get: the float eagerly; under ``torch.compile`` the buffer
+        (or ``0.0`` when path dropout is off), so that the graph does not depend on its value."""
+        import torch
+
+        if torch.compiler.is_compiling():
+            return self._drop_path_rate if self._drop_path_on else 0.0
+        return self._drop_path_prob
 
 
 def build_from_settings(space: Mapping[str, Any], info: Any, init_channels: int, arch: Any, *, layout: Any,

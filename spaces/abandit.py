@@ -546,10 +546,12 @@ class ABanditCell(nn.Module):
             self.edges.append(nn.ModuleDict({op: build_op(op, channels, stride, affine) for op in ops}))
         self._identity = [{op: isinstance(m, nn.Identity) for op, m in edge.items()} for edge in self.edges]
 
-    def forward(self, x: torch.Tensor, ops: Sequence[str | None], drop_prob: float = 0.0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, ops: Sequence[str | None],
+                drop_prob: float | torch.Tensor = 0.0) -> torch.Tensor:
         """Run the cell with the active op of every edge (``ops``: 10 names or ``None``)."""
         states = [self.preprocess(x)]
-        drop = self.training and drop_prob > 0
+        # a tensor: the compiled pass's probability (PathDropout._drop_prob_arg), positive
+        drop = self.training and (isinstance(drop_prob, torch.Tensor) or drop_prob > 0)
         for j in _NODES:
             acc = None
             for e in _NODE_EDGES[j]:
@@ -607,7 +609,7 @@ class _ABanditBase(nn.Module):
                 self.auxiliary_head = AuxiliaryHead(c_prev, num_classes, size)
         self.classifier = nn.Linear(c_prev, num_classes)
 
-    def _run(self, x: torch.Tensor, active: Mapping[str, Sequence[str | None]], drop_prob: float,
+    def _run(self, x: torch.Tensor, active: Mapping[str, Sequence[str | None]], drop_prob: float | torch.Tensor,
              with_aux: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         aux = None
         s = self.stem(self.normalize(x))
@@ -798,11 +800,11 @@ class ABanditNetwork(PathDropout, _ABanditBase):
 
     def forward_with_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(logits, auxiliary logits)``; the latter is ``None`` without an auxiliary head or in eval mode."""
-        return self._run(x, self._active, self._drop_path_prob, with_aux=True)
+        return self._run(x, self._active, self._drop_prob_arg(), with_aux=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of ``x`` (float in [0, 1], NCHW); the auxiliary head is not run."""
-        return self._run(x, self._active, self._drop_path_prob, with_aux=False)[0]
+        return self._run(x, self._active, self._drop_prob_arg(), with_aux=False)[0]
 
 
 # --------------------------------------------------------------------------- building from settings

@@ -853,9 +853,10 @@ class DartsSupernet(nn.Module):
 # --------------------------------------------------------------------------- discrete network
 
 
-def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
+def drop_path(x: torch.Tensor, drop_prob: float | torch.Tensor) -> torch.Tensor:
     """Zero whole samples with probability ``drop_prob`` and rescale the rest (DARTS /
-    NASNet path dropout); one Bernoulli draw per sample, no Python loop."""
+    NASNet path dropout); one Bernoulli draw per sample, no Python loop. ``drop_prob``: a
+    float, or a 0-dim tensor (the compiled pass, :class:`~._common.PathDropout`)."""
     keep = 1.0 - drop_prob
     mask = torch.empty((x.shape[0],) + (1,) * (x.dim() - 1), device=x.device, dtype=x.dtype).bernoulli_(keep)
     return x * mask / keep
@@ -890,9 +891,10 @@ class DartsCell(nn.Module):
         self.inputs = tuple(inputs)
         self._droppable = tuple(not isinstance(op, nn.Identity) for op in self.ops)
 
-    def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float = 0.0) -> torch.Tensor:
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float | torch.Tensor = 0.0) -> torch.Tensor:
         states = [self.preprocess0(s0), self.preprocess1(s1)]
-        drop = self.training and drop_prob > 0
+        # a tensor: the compiled pass's probability (PathDropout._drop_prob_arg), positive
+        drop = self.training and (isinstance(drop_prob, torch.Tensor) or drop_prob > 0)
         idx = 0
         for _ in range(NUM_STEPS):
             acc = None
@@ -1026,7 +1028,7 @@ class DartsNetwork(PathDropout, nn.Module):
         aux = None
         s0 = s1 = self.stem(self.normalize(x))
         for p, cell in enumerate(self.cells):
-            s0, s1 = s1, cell(s0, s1, self._drop_path_prob)
+            s0, s1 = s1, cell(s0, s1, self._drop_prob_arg())
             if p == self.aux_position and self.training:
                 aux = self.auxiliary_head(s1)
         return self.classifier(s1.mean(dim=(2, 3))), aux
@@ -1035,7 +1037,7 @@ class DartsNetwork(PathDropout, nn.Module):
         """Logits of ``x`` (float in [0, 1], NCHW); the auxiliary head is not run."""
         s0 = s1 = self.stem(self.normalize(x))
         for cell in self.cells:
-            s0, s1 = s1, cell(s0, s1, self._drop_path_prob)
+            s0, s1 = s1, cell(s0, s1, self._drop_prob_arg())
         return self.classifier(s1.mean(dim=(2, 3)))
 
 

@@ -14,6 +14,8 @@ from nni_robust.compiling import compile_network
 from nni_robust.data import DATASETS, TensorLoader
 from nni_robust.errors import ConfigError
 from nni_robust.evaluation import evaluate
+from nni_robust.spaces._common import PathDropout
+from nni_robust.spaces.darts import DartsArch, DartsLayout, DartsNetwork, drop_path
 from nni_robust.spaces.dense_rob import DenseRobArch, Layout
 from nni_robust.strategies.networks import build_network
 from nni_robust.training import AdversarialTrainer, TrainConfig
@@ -157,3 +159,52 @@ def test_auxiliary_head_forward_goes_through_the_compiled_wrapper(monkeypatch):
     hist = trainer.fit(TensorLoader(x, y, batch_size=32, shuffle=False))
     assert calls == ["Aux", "_AuxForward"]
     assert hist[0]["train_loss"] > 0
+
+
+class _Dropper(PathDropout, nn.Module):
+    """Path dropout alone, read as a network's cells read it."""
+
+    def __init__(self):
+        super().__init__()
+        self.drop_path_prob = 0.0
+
+    def forward(self, x):
+        p = self._drop_prob_arg()
+        return drop_path(x, p) if isinstance(p, torch.Tensor) or p > 0 else x
+
+
+def test_path_dropout_probability_changes_without_recompiling():
+    """The trainer sets ``drop_path_prob`` every epoch: the compiled network follows the new value without a
+    recompilation per value (a float attribute became a guarded constant: 8 recompilations, then eager)."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    dropper = _Dropper()
+    compiled = compile_network(dropper, backend="aot_eager")
+    x = torch.ones(4000, 2)
+    torch.manual_seed(0)
+    assert torch.equal(compiled(x), x)
+    for p in (0.1, 0.3, 0.5, 0.7, 0.9):
+        dropper.drop_path_prob = p
+        out = compiled(x)
+        dropped = (out[:, 0] == 0).float().mean().item()
+        assert dropped == pytest.approx(p, abs=0.04), p  # the probability the graph reads is the current one
+        kept = out[out[:, 0] != 0]
+        torch.testing.assert_close(kept, torch.full_like(kept, 1 / (1 - p)))
+    assert counters["stats"]["unique_graphs"] == 2  # path dropout off, and on: not one per probability
+    assert "_drop_path_rate" not in dropper.state_dict()  # checkpoints as before
+
+    # a whole DARTS network, one probability per epoch as the trainer sets them, forward and backward
+    torch._dynamo.reset()
+    counters.clear()
+    lay = DartsLayout.darts(5)
+    torch.manual_seed(0)
+    net = DartsNetwork(DartsArch.random(lay.cell_types, 2), layout=lay, init_channels=4, num_classes=10,
+                       in_channels=1, input_size=8)
+    compiled = compile_network(net, backend="aot_eager")
+    x, y = _data(16)
+    for epoch in range(10):  # more values than torch._dynamo's recompile limit (8)
+        net.drop_path_prob = 0.3 * epoch / 10
+        nn.functional.cross_entropy(compiled(x), y).backward()
+    assert counters["stats"]["unique_graphs"] == 2
