@@ -320,24 +320,27 @@ def test_random_search_expectation_is_exact():
 
 
 def test_evolution_and_predictor_beat_random_search_on_the_real_table():
-    """The issue's claim at a smaller budget and fewer seeds: at 100 queries (seeds 0-2), the tuned
-    tournament evolution and predictor controller of benchmarks/nb201-tabular.yml each find better PGD
-    (eps 1/255) architectures than random search on the real files: their regret is at most 0.6 x the
-    exact expected regret of uniform random search (0.034), and below NNI's random strategy's on the
-    same seeds."""
+    """The issue's claim with fewer seeds: at its 200 queries (seeds 0-4), the tuned tournament evolution and
+    predictor controller of benchmarks/nb201-tabular.yml each find better PGD (eps 1/255) architectures than
+    random search on the real files: their regret is at most 0.6 x the exact expected regret of uniform random
+    search (0.019), and below NNI's random strategy's on the same seeds.
+
+    (At 100 queries the predictor is still fitting its first surrogates and its result turned on float-level
+    differences between CPUs: 3 seeds passed on an AVX2 machine; on an AVX-512 one its regret over 10 seeds was
+    0.028 against 0.020 allowed, and 0.003 at 200 queries.)"""
     root = real_root()
     if not (root / "data/meta.json").is_file():
         pytest.skip(f"the NAS-Bench-201 robustness data is not at {root} (set {TABLE_ENV} to its folder)")
     from nni_robust.trial.benchmark import load_config, run_benchmark, summarize
 
     config = load_config(Path(__file__).resolve().parents[1] / "benchmarks/nb201-tabular.yml", table=root)
-    config = config.replace(budgets=(100,), seeds=3, target_budget=100)
+    config = config.replace(budgets=(200,), seeds=5, target_budget=200)
     result = run_benchmark(config, labels=["random", "evolution", "predictor"])
     rows = {r["strategy"]: r for r in summarize(result)}
     optimum = result["table"]["optimum"]
     assert optimum == pytest.approx(0.588)
-    expected = result["table"]["uniform_random_expected_best"]["100"]
-    assert expected == pytest.approx(0.554, abs=1e-3)  # the table's exact figure, not a sample
+    expected = result["table"]["uniform_random_expected_best"]["200"]
+    assert expected == pytest.approx(0.569, abs=1e-3)  # the table's exact figure, not a sample
     assert abs(rows["random"]["mean_best"] - expected) < 0.03  # NNI's random strategy is uniform random search
     for label in ("evolution", "predictor"):
         row = rows[label]
