@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from nni_robust.errors import ArchitectureError, ConfigError, DatasetNotFoundError
-from nni_robust.spaces.nb201 import NB201_OPS, NNI_OPS, all_strings
+from nni_robust.spaces.nb201 import all_strings
 from nni_robust.strategies.registry import TaskContext, check_task_args, task_function
 from nni_robust.strategies.tabular import (TABLE_ENV, TabularArgs, TabularEvaluator, check_args, load_table,
                                            resolve_table_path, tabular_task)
