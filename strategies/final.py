@@ -395,6 +395,7 @@ def final_task(ctx: TaskContext) -> tuple[dict[str, float], dict[str, Any]]:
              **{f"acc_{k}": float(v) for k, v in acc.items()},
              "mflops": report["mflops"], "params_M": report["params_M"],
              "init_channels": float(report["init_channels"]),
+             "test_images": float(report["test_images"]),  # behind the acc_* (their noise: pareto.noise_verdict)
              **robustness_metrics(report.get("robustness"))}
     return final, report
 

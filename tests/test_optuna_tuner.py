@@ -404,3 +404,48 @@ def test_no_trial_is_asked_beyond_the_experiments_max_trial_number(tmp_path, mon
         tuner.close()
     finally:
         server.shutdown()
+
+
+def test_a_front_within_test_set_noise_is_a_warning_until_a_trial_resolves_it(tmp_path):
+    """Accuracies on 359 test images: 40 % against 43 % is within noise (2 standard errors of the difference
+    are 7.3 points), so the front shows no trade-off: pareto.md and warnings.jsonl say so; a later trial that
+    is clearly better withdraws the warning."""
+    from nni_robust.strategies.trust import read_warnings
+
+    acc = [{"key": "acc_clean", "direction": "maximize"}, {"key": "acc_pgd20", "direction": "maximize"}]
+    kwargs = dict(objectives=acc, seed=0, work_dir=tmp_path, fail_grace=0, study_name="noise", tensorboard=False,
+                  plot=False)
+    tuner = OptunaTuner(**kwargs)
+    tuner.update_search_space({"lam": {"_type": "uniform", "_value": [0.0, 1.0]}})
+    results = [(0.396, 0.234), (0.396, 0.234), (0.429, 0.270)]
+    for pid, (clean, pgd) in enumerate(results):
+        params = tuner.generate_parameters(pid)
+        tuner.receive_trial_result(pid, params, {"default": pgd, "acc_clean": clean, "acc_pgd20": pgd,
+                                                 "test_images": 359.0})
+        tuner.trial_end(pid, True)
+    tuner.flush()
+    (warning,) = read_warnings(tmp_path)
+    assert warning["source"] == "tradeoff.noise" and warning["trials"] == 3
+    assert "acc_clean spans 39.6-42.9% (2 standard errors of the difference: 7.3 points)" in warning["message"]
+    assert "359 test images" in warning["message"]
+    assert warning["message"] in (tmp_path / "pareto.md").read_text()
+
+    params = tuner.generate_parameters(3)  # a trial far outside the noise: a real difference
+    tuner.receive_trial_result(3, params, {"default": 0.8, "acc_clean": 0.9, "acc_pgd20": 0.8, "test_images": 359.0})
+    tuner.trial_end(3, True)
+    tuner.flush()
+    assert read_warnings(tmp_path) == []
+    assert "Warning" not in (tmp_path / "pareto.md").read_text()
+    tuner.close()
+
+    # results without test_images (or objectives that are not accuracies) are not judged
+    other = tmp_path / "other"
+    tuner = OptunaTuner(**dict(kwargs, work_dir=other, study_name="unjudged"))
+    tuner.update_search_space({"lam": {"_type": "uniform", "_value": [0.0, 1.0]}})
+    for pid in range(2):
+        params = tuner.generate_parameters(pid)
+        tuner.receive_trial_result(pid, params, {"default": 0.3, "acc_clean": 0.4, "acc_pgd20": 0.3})
+        tuner.trial_end(pid, True)
+    tuner.flush()
+    assert read_warnings(other) == []
+    tuner.close()

@@ -119,3 +119,24 @@ def test_write_pareto_without_trials_and_bad_records(tmp_path):
     assert paths["png"].read_bytes()[:8] == PNG
     with pytest.raises(ConfigError, match="2 objectives"):
         write_pareto([{"number": 0, "values": [1.0]}], ["a", "b"], ["maximize", "minimize"], tmp_path)
+
+
+def test_noise_verdict_judges_accuracies_against_their_test_sets():
+    from nni_robust.strategies.tradeoff.pareto import noise_verdict
+
+    def trials(*accs, n=359):
+        return [{"number": i, "values": list(a), "test_images": n} for i, a in enumerate(accs)]
+
+    objectives = ["acc_clean", "acc_pgd20"]
+    # 2 SE of the difference between 0.40 and 0.43 on 359 images each: 2 * sqrt(.4*.6/359 + .43*.57/359) = 7.3 pts
+    assert "acc_pgd20 spans 30.0-32.0%" in noise_verdict(trials((0.40, 0.30), (0.43, 0.32)), objectives)
+    # one objective beyond noise: a trade-off the evaluation resolves
+    assert noise_verdict(trials((0.40, 0.30), (0.43, 0.40)), objectives) is None
+    # the same gap on 10,000 images each is beyond noise (2 SE: 1.4 points)
+    assert noise_verdict(trials((0.40, 0.30), (0.43, 0.32), n=10000), objectives) is None
+    # not judged: one trial, objectives that are not accuracies, or trials without their test-set size
+    assert noise_verdict(trials((0.40, 0.30)), objectives) is None
+    assert noise_verdict(trials((0.40, 1.2), (0.41, 1.3)), ["acc_clean", "mflops"]) is None
+    assert noise_verdict([{"values": [0.4, 0.3]}, {"values": [0.41, 0.3]}], objectives) is None
+    # identical results are within noise
+    assert noise_verdict(trials((0.5, 0.2), (0.5, 0.2)), objectives) is not None

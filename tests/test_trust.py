@@ -44,3 +44,19 @@ def test_a_final_network_near_chance_is_flagged():
     assert "12.0%" in text and "near chance (10% for 10 classes)" in text
     assert near_chance({"clean": 0.969}, 10) == [] and near_chance({"pgd20": 0.0}, 10) == []
     assert near_chance({"clean": NEAR_CHANCE_FACTOR / 100 - 1e-3}, 100) and not near_chance({"clean": 0.2}, 10)
+
+
+def test_a_keyed_warning_is_replaced_and_withdrawn(tmp_path):
+    from nni_robust.strategies.trust import resolve_warning
+
+    record_warning(tmp_path, "a.check", "first")
+    record_warning(tmp_path, "t.noise", "within noise after 2", key="front", trials=2)
+    record_warning(tmp_path, "b.check", "second")
+    record_warning(tmp_path, "t.noise", "within noise after 3", key="front", trials=3)
+    assert [w["message"] for w in read_warnings(tmp_path)] == ["first", "within noise after 3", "second"]
+    resolve_warning(tmp_path, "t.noise", "front")
+    assert [w["message"] for w in read_warnings(tmp_path)] == ["first", "second"]
+    record_warning(tmp_path, "t.noise", "within noise again", key="front")
+    assert [w["message"] for w in read_warnings(tmp_path)] == ["first", "within noise again", "second"]
+    with pytest.raises(ValueError, match="resolved"):
+        record_warning(tmp_path, "t.noise", "x", resolved=True)

@@ -115,6 +115,13 @@ curve), ``trials.csv`` (every trial: state, parameters, objectives, reported
 metrics), and ``tensorboard/trial_<number>/`` -- one TensorBoard run per
 completed trial with its parameters and objectives, for TensorBoard's HPARAMS
 view (``tensorboard --logdir <work_dir>/tensorboard``).
+When every objective is an accuracy and the trials report ``test_images``
+(the final trials do), the front is checked against test-set noise
+(:func:`~nni_robust.strategies.tradeoff.pareto.noise_verdict`): within noise,
+``pareto.md`` says so under its table and the warning ``tradeoff.noise`` is
+recorded in ``work_dir/warnings.jsonl`` (replaced as results come in, withdrawn
+when later trials resolve a trade-off; ``nni-robust run`` and the report page
+show it).
 
 Start-up time: NNI gives the tuner process 10 s to connect after it
 constructs the tuner, so the constructor only validates the classArgs (and
@@ -149,7 +156,10 @@ from nni_robust.tb import search_work_dir
 
 from ..bridge import resolve
 
-from .pareto import DIRECTIONS, pareto_front, write_pareto
+from ..trust import read_warnings, record_warning, resolve_warning
+from .pareto import DIRECTIONS, noise_verdict, pareto_front, write_pareto
+
+_UNCHECKED = object()  # (no noise verdict recorded yet by this process)
 
 __all__ = [
     "SAMPLERS", "SEARCH_SPACE_TYPES", "NORMAL_TRUNCATION", "Objective", "MappedParameter", "map_search_space",
@@ -629,6 +639,7 @@ class OptunaTuner(Tuner):
         self._tb_written: set[int] = set()
         self._tb_failed = False
         self._plot_failed = False
+        self._noise: str | None | object = _UNCHECKED  # the noise verdict last recorded
 
     # ------------------------------------------------------------------ study
     def _ensure_study(self) -> Any:
@@ -1001,22 +1012,37 @@ class OptunaTuner(Tuner):
             names = [o.key for o in self.objectives]
             directions = [o.direction for o in self.objectives]
             complete = [t for t in trials if t.state == TrialState.COMPLETE]
-            records = [{"number": t.number, "values": list(t.values), "params": self._nni_params(t)}
+            records = [{"number": t.number, "values": list(t.values), "params": self._nni_params(t),
+                        "test_images": (t.user_attrs.get("nni_result") or {}).get("test_images")}
                        for t in complete]
             title = f"Optuna study {self.study_name!r} ({self.sampler_name})"
             plot = self.write_plot and not self._plot_failed
+            noise = noise_verdict(records, names)
             try:
-                write_pareto(records, names, directions, self.work_dir, title=title, plot=plot)
+                write_pareto(records, names, directions, self.work_dir, title=title, plot=plot, note=noise)
             except ImportError as exc:
                 self._plot_failed = True
                 _logger.warning("Cannot plot the Pareto front (%s); writing the tables only.", exc)
-                write_pareto(records, names, directions, self.work_dir, title=title, plot=False)
+                write_pareto(records, names, directions, self.work_dir, title=title, plot=False, note=noise)
+            self._record_noise(noise, len(records))
             front = set()
             if records:
                 front = {records[i]["number"] for i in pareto_front([r["values"] for r in records], directions)}
             self._write_trials_csv(trials, names, front)
             if self.write_tensorboard and not self._tb_failed:
                 self._write_hparams(complete, names)
+
+    def _record_noise(self, verdict: str | None, trials: int) -> None:
+        """Record the noise verdict as the warning ``tradeoff.noise`` when it changed (withdraw it when
+        it no longer holds); on the first report of this process, against what an earlier one recorded."""
+        if verdict == self._noise:
+            return
+        if verdict is not None:
+            record_warning(self.work_dir, "tradeoff.noise", verdict, key="front", trials=trials)
+        elif self._noise is not _UNCHECKED or any(w.get("source") == "tradeoff.noise"
+                                                  for w in read_warnings(self.work_dir)):
+            resolve_warning(self.work_dir, "tradeoff.noise", "front")
+        self._noise = verdict
 
     def _write_trials_csv(self, trials: Sequence[Any], names: list[str], front: set[int]) -> None:
         params = [self._nni_params(t) for t in trials]

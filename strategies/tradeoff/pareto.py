@@ -19,6 +19,11 @@ with the front highlighted and joined by its staircase, for more a grid of
 scatter plots of every pair of objectives (the first
 :data:`PLOT_MAX_OBJECTIVES`), the front (computed in all dimensions)
 highlighted. This module needs only numpy and, for the plot, matplotlib.
+
+:func:`noise_verdict` says when the trials' accuracies differ by no more than
+the noise of their test sets, so that the front shows no trade-off that the
+evaluations can resolve (the table then carries that sentence, and the Optuna
+tuner records it as a warning).
 """
 
 from __future__ import annotations
@@ -34,7 +39,8 @@ import numpy as np
 
 from nni_robust.errors import ConfigError
 
-__all__ = ["DIRECTIONS", "PLOT_MAX_OBJECTIVES", "pareto_front", "dominates", "write_pareto", "format_table"]
+__all__ = ["DIRECTIONS", "PLOT_MAX_OBJECTIVES", "NOISE_SE", "pareto_front", "dominates", "noise_verdict",
+           "write_pareto", "format_table"]
 
 _logger = logging.getLogger(__name__)
 
@@ -43,6 +49,11 @@ DIRECTIONS = ("maximize", "minimize")
 
 #: A plot of more objectives shows the pairs among the first this many.
 PLOT_MAX_OBJECTIVES = 6
+
+#: Two accuracies measured on n1 and n2 test images differ beyond noise when they are more than this many
+#: standard errors of their difference apart, sqrt(p1 (1 - p1) / n1 + p2 (1 - p2) / n2) (binomial; about 95 %
+#: two-sided). The threshold is this project's choice: no paper of the methods gives one.
+NOISE_SE = 2.0
 
 # Rows of the (chunk x n x m) comparison tensor are limited to this many elements.
 _CHUNK_ELEMENTS = 1 << 22
@@ -164,8 +175,41 @@ def _front_order(values: np.ndarray, front: np.ndarray, numbers: Sequence[int], 
     return [i for _, i in sorted(zip(keys, front), key=lambda kv: kv[0])]
 
 
+def noise_verdict(trials: Sequence[Mapping[str, Any]], objectives: Sequence[str]) -> str | None:
+    """A sentence when every objective's spread over ``trials`` is within test-set noise, else ``None``.
+
+    Judged only where it can be: at least two trials, every objective an accuracy
+    (named ``acc_*``, values in [0, 1]) and every trial carrying ``test_images``, the
+    number of images behind its accuracies. An objective is within noise when its best and
+    worst trial are at most :data:`NOISE_SE` standard errors of their difference apart.
+    """
+    objectives = [str(o) for o in objectives]
+    if len(trials) < 2 or not objectives or not all(o.startswith("acc_") for o in objectives):
+        return None
+    sizes = [t.get("test_images") for t in trials]
+    if any(isinstance(n, bool) or not isinstance(n, (int, float)) or not n >= 1 for n in sizes):
+        return None
+    parts = []
+    for j, name in enumerate(objectives):
+        vals = [float(t["values"][j]) for t in trials]
+        if not all(0.0 <= v <= 1.0 for v in vals):
+            return None
+        hi, lo = max(range(len(vals)), key=vals.__getitem__), min(range(len(vals)), key=vals.__getitem__)
+        se = math.sqrt(vals[hi] * (1 - vals[hi]) / sizes[hi] + vals[lo] * (1 - vals[lo]) / sizes[lo])
+        if vals[hi] - vals[lo] > NOISE_SE * se:
+            return None
+        parts.append(f"{name} spans {100 * vals[lo]:.1f}-{100 * vals[hi]:.1f}% ({NOISE_SE:g} standard errors of "
+                     f"the difference: {100 * NOISE_SE * se:.1f} points)")
+    lo_n, hi_n = int(min(sizes)), int(max(sizes))
+    images = f"{lo_n}" if lo_n == hi_n else f"{lo_n}-{hi_n}"
+    return (f"The {len(trials)} trials' objectives differ by no more than the noise of their {images} test images "
+            f"({'; '.join(parts)}): the Pareto front shows no trade-off these evaluations can resolve. Evaluate on "
+            "more test images (settings.final.eval_images), train the final networks longer, or run more trials "
+            "over a wider range of the tuned weight.")
+
+
 def format_table(trials: Sequence[Mapping[str, Any]], objectives: Sequence[str], directions: Sequence[str],
-                 *, title: str | None = None) -> str:
+                 *, title: str | None = None, note: str | None = None) -> str:
     """Markdown table of the Pareto front of ``trials`` (see :func:`write_pareto`)."""
     m = len(objectives)
     signs = _signs(directions, m)
@@ -185,6 +229,8 @@ def format_table(trials: Sequence[Mapping[str, Any]], objectives: Sequence[str],
     for i in order:
         row = [numbers[i]] + list(values[i]) + [params[i].get(p, "") for p in pnames]
         lines.append("| " + " | ".join(_md_cell(c) for c in row) + " |")
+    if note:
+        lines += ["", f"**Warning:** {note}"]
     return "\n".join(lines) + "\n"
 
 
@@ -254,7 +300,7 @@ def _plot(path: Path, numbers: list[int], values: np.ndarray, front: np.ndarray,
 # ---------------------------------------------------------------------- files
 def write_pareto(trials: Sequence[Mapping[str, Any]], objectives: Sequence[str], directions: Sequence[str],
                  out_dir: str | os.PathLike, *, stem: str = "pareto", title: str | None = None,
-                 plot: bool = True) -> dict[str, Path]:
+                 plot: bool = True, note: str | None = None) -> dict[str, Path]:
     """Write the Pareto front of ``trials`` as ``<stem>.csv``, ``<stem>.md`` and ``<stem>.png``.
 
     Args:
@@ -266,6 +312,7 @@ def write_pareto(trials: Sequence[Mapping[str, Any]], objectives: Sequence[str],
         stem: File name stem.
         title: Title of the table and the plot.
         plot: Write the PNG (needs matplotlib).
+        note: A warning printed under the table (e.g. :func:`noise_verdict`'s sentence).
 
     Returns:
         ``{"csv": path, "md": path, "png": path}`` (``png`` only when plotted).
@@ -297,7 +344,7 @@ def write_pareto(trials: Sequence[Mapping[str, Any]], objectives: Sequence[str],
     paths["csv"] = out / f"{stem}.csv"
 
     tmp = out / f".{stem}.md.tmp"
-    tmp.write_text(format_table(trials, objectives, directions, title=title), encoding="utf-8")
+    tmp.write_text(format_table(trials, objectives, directions, title=title, note=note), encoding="utf-8")
     os.replace(tmp, out / f"{stem}.md")
     paths["md"] = out / f"{stem}.md"
 
