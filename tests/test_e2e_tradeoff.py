@@ -17,14 +17,20 @@ from optuna.trial import TrialState
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ROOT / "experiments" / "tradeoff-msrobnet-quick.yml"
 MAX_TRIALS = 2  # one before the stop (it trains the shared supernets), one after the resume
+# the smallest budgets that still run every stage of each trial's search (the later --set of a key wins)
+SMALLEST = (" --set 'strategy_args.widths=[4, 6, 8]' --set strategy_args.num_random=3"
+            " --set strategy_args.population=3 --set strategy_args.tournament=2 --set strategy_args.steps=2"
+            " --set strategy_args.target_mflops=1.0 --set settings.supernet.epochs=1"
+            " --set 'settings.final.train={epochs: 1, milestones: [1], batch_size: 128, channels_last: true}'")
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def runs(nnictl):
+    command = yaml.safe_load(QUICK.read_text())["trialCommand"] + SMALLEST
     first = nnictl.run("tradeoff-msrobnet-quick", timeout=1200, stop_after=1,
-                       overrides={"maxTrialNumber": MAX_TRIALS, "trialConcurrency": 1})
+                       overrides={"maxTrialNumber": MAX_TRIALS, "trialConcurrency": 1, "trialCommand": command})
     study_after_stop = _study(first)
     second = nnictl.resume(first, timeout=1200)
     return first, study_after_stop, second

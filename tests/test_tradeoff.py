@@ -179,7 +179,7 @@ def test_check_experiment_checks_the_search_a_tradeoff_runs(tmp_path):
     cases = [
         (data["trialCommand"].replace("--map lam=settings.evaluation.lam", ""), "'lam' is not mapped"),
         (data["trialCommand"].replace("settings.evaluation.lam", "settings.evaluation.lamda"), "lamda"),
-        (data["trialCommand"].replace("--set strategy_args.num_random=3", "--set strategy_args.num_randm=3"),
+        (data["trialCommand"].replace("--set strategy_args.num_random=6", "--set strategy_args.num_randm=6"),
          "num_randm"),
         (data["trialCommand"].replace("--search msrobnet-quick.yml", "--search nope.yml"), "does not exist"),
         (data["trialCommand"] + " --bogus", "bad arguments"),
