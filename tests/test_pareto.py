@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -140,3 +141,17 @@ def test_noise_verdict_judges_accuracies_against_their_test_sets():
     assert noise_verdict([{"values": [0.4, 0.3]}, {"values": [0.41, 0.3]}], objectives) is None
     # identical results are within noise
     assert noise_verdict(trials((0.5, 0.2), (0.5, 0.2)), objectives) is not None
+
+
+def test_the_plot_shows_each_accuracy_with_its_test_set_standard_error(tmp_path):
+    from nni_robust.strategies.tradeoff.pareto import _standard_errors
+
+    trials = [{"number": i, "values": [0.94 + 0.003 * i, 0.72 + 0.01 * i], "test_images": 359} for i in range(4)]
+    objectives, directions = ["acc_clean", "acc_pgd20"], ["maximize", "maximize"]
+    errors = _standard_errors(trials, objectives, np.array([t["values"] for t in trials]))
+    assert errors[0] == pytest.approx([math.sqrt(0.94 * 0.06 / 359), math.sqrt(0.72 * 0.28 / 359)])
+    assert np.isnan(_standard_errors(trials, ["acc_clean", "mflops"], np.array([[0.9, 3.0]] * 4))[:, 1]).all()
+    with_bars = write_pareto(trials, objectives, directions, tmp_path / "bars")["png"].read_bytes()
+    plain = [{k: v for k, v in t.items() if k != "test_images"} for t in trials]
+    without = write_pareto(plain, objectives, directions, tmp_path / "plain")["png"].read_bytes()
+    assert with_bars[:8] == without[:8] == b"\x89PNG\r\n\x1a\n" and with_bars != without

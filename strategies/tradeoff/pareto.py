@@ -15,7 +15,8 @@ other point dominates. Conventions chosen here:
 :func:`write_pareto` writes ``<stem>.csv`` and ``<stem>.md`` (the front,
 best first by the first objective) and ``<stem>.png``: for one objective the
 best-so-far curve over trial numbers, for two a scatter plot of all points
-with the front highlighted and joined by its staircase, for more a grid of
+with the front highlighted and joined by its staircase (each accuracy with
+its test set's standard error when the trials give ``test_images``), for more a grid of
 scatter plots of every pair of objectives (the first
 :data:`PLOT_MAX_OBJECTIVES`), the front (computed in all dimensions)
 highlighted. This module needs only numpy and, for the plot, matplotlib.
@@ -235,8 +236,23 @@ def format_table(trials: Sequence[Mapping[str, Any]], objectives: Sequence[str],
 
 
 # ---------------------------------------------------------------------- plot
+def _standard_errors(trials: Sequence[Mapping[str, Any]], objectives: Sequence[str], values: np.ndarray) -> np.ndarray:
+    """Binomial standard error sqrt(p (1 - p) / n) of each accuracy objective (``acc_*`` in [0, 1]) of each
+    trial with ``test_images``; NaN where it is not known."""
+    out = np.full(values.shape, np.nan)
+    for r, trial in enumerate(trials):
+        n = trial.get("test_images")
+        if isinstance(n, bool) or not isinstance(n, (int, float)) or not n >= 1:
+            continue
+        for c, name in enumerate(objectives):
+            p = values[r, c]
+            if str(name).startswith("acc_") and 0.0 <= p <= 1.0:
+                out[r, c] = math.sqrt(p * (1 - p) / n)
+    return out
+
+
 def _plot(path: Path, numbers: list[int], values: np.ndarray, front: np.ndarray, objectives: Sequence[str],
-          directions: Sequence[str], title: str | None) -> None:
+          directions: Sequence[str], title: str | None, errors: np.ndarray | None = None) -> None:
     # Figure + FigureCanvasAgg render off-screen without pyplot, whatever the global backend
     # and from any thread.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -275,6 +291,11 @@ def _plot(path: Path, numbers: list[int], values: np.ndarray, front: np.ndarray,
         for k, (i, j) in enumerate(pairs):
             ax = fig.add_subplot(rows, cols, k + 1)
             ok = np.isfinite(values[:, [i, j]]).all(axis=1)
+            bars = ok if errors is None else ok & np.isfinite(errors[:, [i, j]]).all(axis=1)
+            if errors is not None and bars.any():  # the test-set noise of each point (see noise_verdict)
+                ax.errorbar(values[bars, i], values[bars, j], xerr=errors[bars, i], yerr=errors[bars, j],
+                            fmt="none", ecolor="0.7", elinewidth=0.8, capsize=2, zorder=1,
+                            label="\u00b11 standard error (test set)")
             ax.scatter(values[ok & ~on_front, i], values[ok & ~on_front, j], s=14, color="0.6", label="trials")
             fx, fy = values[on_front, i], values[on_front, j]
             ax.scatter(fx, fy, s=40, color="tab:red", zorder=3, label="Pareto front")
@@ -350,7 +371,8 @@ def write_pareto(trials: Sequence[Mapping[str, Any]], objectives: Sequence[str],
 
     if plot:
         tmp = out / f".{stem}.tmp.png"
-        _plot(tmp, numbers, values, front, objectives, list(directions), title)
+        _plot(tmp, numbers, values, front, objectives, list(directions), title,
+              errors=_standard_errors(trials, objectives, values))
         os.replace(tmp, out / f"{stem}.png")
         paths["png"] = out / f"{stem}.png"
     _logger.debug("Pareto front (%d of %d trials) written to %s.", len(front), len(numbers), out)
