@@ -185,22 +185,21 @@ def noise_verdict(trials: Sequence[Mapping[str, Any]], objectives: Sequence[str]
     worst trial are at most :data:`NOISE_SE` standard errors of their difference apart.
     """
     objectives = [str(o) for o in objectives]
-    if len(trials) < 2 or not objectives or not all(o.startswith("acc_") for o in objectives):
+    if len(trials) < 2 or not objectives:
         return None
-    sizes = [t.get("test_images") for t in trials]
-    if any(isinstance(n, bool) or not isinstance(n, (int, float)) or not n >= 1 for n in sizes):
+    _, values, _ = _check_trials(trials, len(objectives))
+    errors = _standard_errors(trials, objectives, values)  # NaN where an accuracy's test set is not known
+    if not np.isfinite(errors).all():
         return None
     parts = []
     for j, name in enumerate(objectives):
-        vals = [float(t["values"][j]) for t in trials]
-        if not all(0.0 <= v <= 1.0 for v in vals):
+        hi, lo = int(np.argmax(values[:, j])), int(np.argmin(values[:, j]))
+        se = math.hypot(errors[hi, j], errors[lo, j])  # of the difference of two independent accuracies
+        if values[hi, j] - values[lo, j] > NOISE_SE * se:
             return None
-        hi, lo = max(range(len(vals)), key=vals.__getitem__), min(range(len(vals)), key=vals.__getitem__)
-        se = math.sqrt(vals[hi] * (1 - vals[hi]) / sizes[hi] + vals[lo] * (1 - vals[lo]) / sizes[lo])
-        if vals[hi] - vals[lo] > NOISE_SE * se:
-            return None
-        parts.append(f"{name} spans {100 * vals[lo]:.1f}-{100 * vals[hi]:.1f}% ({NOISE_SE:g} standard errors of "
-                     f"the difference: {100 * NOISE_SE * se:.1f} points)")
+        parts.append(f"{name} spans {100 * values[lo, j]:.1f}-{100 * values[hi, j]:.1f}% ({NOISE_SE:g} standard "
+                     f"errors of the difference: {100 * NOISE_SE * se:.1f} points)")
+    sizes = [t["test_images"] for t in trials]
     lo_n, hi_n = int(min(sizes)), int(max(sizes))
     images = f"{lo_n}" if lo_n == hi_n else f"{lo_n}-{hi_n}"
     return (f"The {len(trials)} trials' objectives differ by no more than the noise of their {images} test images "
